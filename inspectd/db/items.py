@@ -1,0 +1,202 @@
+"""Item life cycle: discover, claim, requeue after a crash, return on shutdown.
+
+States: pending -> scoring -> done | error.  ``attempts`` counts claims, so an image
+that kills the worker every time is moved to 'error' after ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import PurePath
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from inspectd.db.exceptions import InvalidValueError
+from inspectd.db.products import ensure_product
+from inspectd.db.records import ItemRecord
+from inspectd.db.results import finish_item
+from inspectd.db.schema import (
+    STATE_PENDING,
+    STATE_SCORING,
+    STATE_ERROR,
+    VERDICT_ERROR,
+    Item,
+    Result,
+    utcnow,
+)
+from inspectd.db.session import SessionScope, chunked
+
+log = logging.getLogger(__name__)
+
+FileIdentity = tuple[str, int, int]  # (path, size, mtime_ns): what a scan knows before hashing
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class ItemOperations(SessionScope):
+    """Operations of the watcher and the scoring workers on ``items``."""
+
+    def add_item(
+        self,
+        path: str | os.PathLike[str],
+        size: int,
+        mtime_ns: int,
+        sha256: str,
+        product: str,
+        station: str,
+        *,
+        discovered_at: datetime | None = None,
+    ) -> tuple[int, bool]:
+        """Record a discovered file as a pending item; return (item id, created?).
+
+        The same file (path, size, mtime_ns, sha256) is recorded once, also when two
+        watchers race; a file rewritten under the same name becomes a new item.
+        """
+        path = os.fspath(path)
+        if not _SHA256.fullmatch(sha256):
+            raise InvalidValueError(f"sha256 of {path} must be 64 hex digits, got {sha256!r}")
+
+        def get_or_insert(session: Session) -> tuple[int, bool]:
+            existing = _find_item_id(session, path, size, mtime_ns, sha256)
+            if existing is not None:
+                return existing, False
+            ensure_product(session, product)
+            now = utcnow()
+            item = Item(
+                path=path, file_name=PurePath(path).name, size=size, mtime_ns=mtime_ns,
+                sha256=sha256.lower(), product=product, station=station,
+                discovered_at=discovered_at or now, state=STATE_PENDING, attempts=0, updated_at=now,
+            )
+            session.add(item)
+            session.flush()
+            return item.id, True
+
+        return self._write_once_more_on_conflict("add_item", get_or_insert)
+
+    def known_identities(self, paths: Iterable[str | os.PathLike[str]]) -> set[FileIdentity]:
+        """The (path, size, mtime_ns) already recorded for *paths*, so a start-up scan
+        can skip those files without hashing them."""
+        wanted = sorted({os.fspath(path) for path in paths})
+
+        def lookup(session: Session) -> set[FileIdentity]:
+            found: set[FileIdentity] = set()
+            for chunk in chunked(wanted):
+                rows = session.execute(select(Item.path, Item.size, Item.mtime_ns).where(Item.path.in_(chunk)))
+                found.update((path, size, mtime_ns) for path, size, mtime_ns in rows)
+            return found
+
+        return self._read("known_identities", lookup) if wanted else set()
+
+    def get_item(self, item_id: int) -> ItemRecord | None:
+        """The item with *item_id*, or None."""
+
+        def load(session: Session) -> ItemRecord | None:
+            row = session.get(Item, item_id)
+            return None if row is None else ItemRecord.from_row(row)
+
+        return self._read("get_item", load)
+
+    def claim_pending(self, product: str | None, limit: int) -> list[ItemRecord]:
+        """Move up to *limit* pending items (oldest first) to 'scoring' for this worker.
+
+        Each claim is a conditional ``UPDATE ... WHERE state='pending'`` whose row count
+        proves ownership, so concurrent workers never get the same item; on PostgreSQL
+        the candidates are also selected ``FOR UPDATE SKIP LOCKED``.
+        """
+        if limit <= 0:
+            return []
+
+        def claim(session: Session) -> list[ItemRecord]:
+            query = select(Item.id).where(Item.state == STATE_PENDING)
+            if product is not None:
+                query = query.where(Item.product == product)
+            query = query.order_by(Item.discovered_at, Item.id).limit(limit).with_for_update(skip_locked=True)
+            now = utcnow()
+            claimed = [item_id for item_id in session.scalars(query).all() if _mark_scoring(session, item_id, now)]
+            return _load_items(session, claimed)
+
+        return self._write("claim_pending", claim)
+
+    def requeue_interrupted(self, max_attempts: int) -> tuple[int, int]:
+        """At start-up: items left in 'scoring' by a crash go back to 'pending', or to
+        'error' (with an error result) once they were claimed *max_attempts* times.
+
+        Returns (requeued, failed).  Only call this when no other worker is running.
+        """
+        if max_attempts < 1:
+            raise InvalidValueError(f"max_attempts must be >= 1, got {max_attempts}")
+
+        def requeue(session: Session) -> tuple[int, int]:
+            stuck = session.execute(select(Item.id, Item.attempts).where(Item.state == STATE_SCORING)).all()
+            poison = [(item_id, attempts) for item_id, attempts in stuck if attempts >= max_attempts]
+            retry = [item_id for item_id, attempts in stuck if attempts < max_attempts]
+            _reset_to_pending(session, retry, refund_attempt=False)
+            for item_id, attempts in poison:
+                message = f"gave up after {attempts} attempt(s): scoring was interrupted each time (worker crash?)"
+                finish_item(session, item_id, STATE_ERROR, Result(verdict=VERDICT_ERROR, error=message, scored_at=utcnow()))
+            return len(retry), len(poison)
+
+        requeued, failed = self._write("requeue_interrupted", requeue)
+        if requeued or failed:
+            log.warning("after an interrupted run: %d item(s) requeued, %d moved to error", requeued, failed)
+        return requeued, failed
+
+    def return_to_pending(self, item_ids: Sequence[int]) -> int:
+        """Graceful shutdown: give claimed ('scoring') items back; returns how many.
+
+        The claim is not counted as an attempt, since the image did not fail.
+        """
+        ids = list(item_ids)
+        if not ids:
+            return 0
+        return self._write("return_to_pending", lambda session: _reset_to_pending(session, ids, refund_attempt=True))
+
+
+def _find_item_id(session: Session, path: str, size: int, mtime_ns: int, sha256: str) -> int | None:
+    """Id of the item with this file identity, or None."""
+    return session.scalar(
+        select(Item.id).where(
+            Item.path == path, Item.size == size, Item.mtime_ns == mtime_ns, Item.sha256 == sha256.lower()
+        )
+    )
+
+
+def _mark_scoring(session: Session, item_id: int, now: datetime) -> bool:
+    """Claim one item if it is still pending; True if this transaction got it."""
+    result = session.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.state == STATE_PENDING)
+        .values(state=STATE_SCORING, attempts=Item.attempts + 1, claimed_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _reset_to_pending(session: Session, item_ids: Sequence[int], *, refund_attempt: bool) -> int:
+    """Move 'scoring' items among *item_ids* back to 'pending'; returns how many."""
+    values: dict[str, object] = {"state": STATE_PENDING, "claimed_at": None, "updated_at": utcnow()}
+    if refund_attempt:
+        values["attempts"] = case((Item.attempts > 0, Item.attempts - 1), else_=0)
+    moved = 0
+    for chunk in chunked(item_ids):
+        result = session.execute(
+            update(Item)
+            .where(Item.id.in_(chunk), Item.state == STATE_SCORING)
+            .values(values)
+            .execution_options(synchronize_session=False)
+        )
+        moved += result.rowcount
+    return moved
+
+
+def _load_items(session: Session, item_ids: list[int]) -> list[ItemRecord]:
+    """Snapshots of *item_ids*, oldest first."""
+    if not item_ids:
+        return []
+    rows = session.scalars(select(Item).where(Item.id.in_(item_ids)).order_by(Item.discovered_at, Item.id))
+    return [ItemRecord.from_row(row) for row in rows]

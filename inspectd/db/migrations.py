@@ -1,0 +1,129 @@
+"""Schema versioning: create a fresh schema, upgrade older ones, refuse newer ones.
+
+The version lives in the single-row ``schema_info`` table.  To change the schema:
+edit :mod:`inspectd.db.schema`, bump :data:`SCHEMA_VERSION`, and append a
+:class:`Migration` with ``from_version`` = the old version to :data:`MIGRATIONS`.
+Each step runs in its own transaction together with the version bump, so a failed
+step leaves the database at the previous version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, inspect, select, text
+
+from inspectd.db.exceptions import SchemaVersionError
+from inspectd.db.schema import Base, SchemaInfo, utcnow
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One upgrade step from ``from_version`` to ``from_version + 1``."""
+
+    from_version: int
+    description: str
+    upgrade: Callable[[Connection], None]
+
+    @property
+    def to_version(self) -> int:
+        return self.from_version + 1
+
+
+# Ordered upgrade steps.  Version 1 is the first schema, so there are none yet.
+MIGRATIONS: tuple[Migration, ...] = ()
+
+_PG_LOCK_KEY = 0x696E_7370  # "insp": serializes concurrent schema setup on PostgreSQL
+
+
+def plan_upgrade(current: int, target: int, migrations: Sequence[Migration]) -> list[Migration]:
+    """The steps taking a database from *current* to *target*, in order.
+
+    Raises SchemaVersionError for a duplicate step or a gap in the chain.
+    """
+    by_version: dict[int, Migration] = {}
+    for step in migrations:
+        if step.from_version in by_version:
+            raise SchemaVersionError(f"two migrations start at schema version {step.from_version}")
+        by_version[step.from_version] = step
+    missing = [version for version in range(current, target) if version not in by_version]
+    if missing:
+        raise SchemaVersionError(
+            f"cannot upgrade database schema from version {current} to {target}: "
+            f"no migration from version {missing[0]}"
+        )
+    return [by_version[version] for version in range(current, target)]
+
+
+def read_schema_version(connection: Connection) -> int | None:
+    """The stored schema version, or None when the database has no inspectd schema."""
+    if not inspect(connection).has_table(SchemaInfo.__tablename__):
+        return None
+    version = connection.execute(select(SchemaInfo.version).where(SchemaInfo.id == 1)).scalar_one_or_none()
+    if version is None:
+        raise SchemaVersionError("table schema_info exists but holds no version row")
+    return version
+
+
+def ensure_schema(
+    engine: Engine,
+    *,
+    create: bool = True,
+    target: int = SCHEMA_VERSION,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> int:
+    """Bring the database behind *engine* to schema version *target* and return it.
+
+    An empty database gets the current schema (if *create*), an older one is upgraded
+    step by step, a newer one is refused with :class:`SchemaVersionError`.  For SQLite
+    pass an engine from :func:`inspectd.db.engine.immediate_engine` so concurrent
+    openers are serialized.
+    """
+    where = engine.url.render_as_string(hide_password=True)
+    while True:
+        with engine.begin() as connection:
+            _lock_schema(connection)
+            version = read_schema_version(connection)
+            if version is None:
+                _create_schema(connection, create, where)
+                continue
+            if version > target:
+                raise SchemaVersionError(
+                    f"database {where} has schema version {version}, newer than version {target} "
+                    f"supported by this inspectd; upgrade inspectd (or use another database)"
+                )
+            if version == target:
+                return version
+            step = plan_upgrade(version, target, migrations)[0]
+            log.info("upgrading %s schema %d -> %d: %s", where, version, step.to_version, step.description)
+            step.upgrade(connection)
+            _write_version(connection, step.to_version)
+
+
+def _create_schema(connection: Connection, create: bool, where: str) -> None:
+    """Create all tables on an empty database at :data:`SCHEMA_VERSION`."""
+    if inspect(connection).get_table_names():
+        raise SchemaVersionError(f"database {where} has tables but no inspectd schema_info; not an inspectd database?")
+    if not create:
+        raise SchemaVersionError(f"database {where} has no inspectd schema (and creating it was not requested)")
+    log.info("creating inspectd schema version %d in %s", SCHEMA_VERSION, where)
+    Base.metadata.create_all(connection)
+    connection.execute(SchemaInfo.__table__.insert().values(id=1, version=SCHEMA_VERSION, updated_at=utcnow()))
+
+
+def _write_version(connection: Connection, version: int) -> None:
+    """Store *version* as the schema version."""
+    table = SchemaInfo.__table__
+    connection.execute(table.update().where(table.c.id == 1).values(version=version, updated_at=utcnow()))
+
+
+def _lock_schema(connection: Connection) -> None:
+    """Serialize schema setup between processes (SQLite does it with BEGIN IMMEDIATE)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})

@@ -9,7 +9,6 @@ Three weight sources:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ import torchvision
 from torch import nn
 
 from .errors import ModelError
+from .hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,6 @@ class WeightsInfo:
     @classmethod
     def from_json(cls, data: dict) -> "WeightsInfo":
         return cls(**data)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Trunk(nn.Module):

@@ -3,6 +3,7 @@ vector per position of the shallowest requested layer's grid."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -71,10 +72,13 @@ class OfficialAggregator:
 
 
 def _to_torch_csr(matrix: sp.spmatrix, device: torch.device) -> torch.Tensor:
-    coo = matrix.tocoo()
-    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    values = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(indices, values, coo.shape).coalesce().to_sparse_csr().to(device)
+    csr = matrix.tocsr()
+    with warnings.catch_warnings():  # torch marks sparse CSR as beta; matmul with it is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
+                                       torch.from_numpy(csr.indices.astype(np.int64)),
+                                       torch.from_numpy(csr.data.astype(np.float32)), size=csr.shape,
+                                       check_invariants=True).to(device)
 
 
 def aggregate_concat(layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -49,13 +49,13 @@ from inspectd.db import (
     RetryPolicy,
     SchemaVersionError,
     UnknownItemError,
+    create_db_engine,
     ensure_schema,
     open_database,
     retry_on_busy,
 )
-from inspectd.db.engine import immediate_engine
 from inspectd.db.migrations import plan_upgrade, read_schema_version
-from inspectd.db.schema import Base, Item, Result, Review
+from inspectd.db.schema import Base, Result, Review
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
 POSTGRES_URL = os.environ.get("INSPECTD_TEST_POSTGRES_URL")
@@ -272,7 +272,8 @@ def test_claim_takes_oldest_pending_first_and_marks_scoring(db: Database):
     assert db.claim_pending(None, 10) == []
 
 
-def test_concurrent_workers_never_claim_the_same_item(db_url: str):
+def test_concurrent_workers_never_claim_the_same_item(db_url: str, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.WARNING, logger="inspectd.db.retry")
     with open_database(db_url) as setup:
         all_ids = {add(setup, f"{n}.png", at=T0 + timedelta(milliseconds=n)) for n in range(120)}
     claims: list[list[int]] = [[] for _ in range(4)]
@@ -289,6 +290,8 @@ def test_concurrent_workers_never_claim_the_same_item(db_url: str):
         assert set(flat) == all_ids
         assert workers[0].status_summary().counts == {"bearing": {STATE_SCORING: 120}}
         assert {workers[0].get_item(item_id).attempts for item_id in all_ids} == {1}
+        # Writers queue on the lock (BEGIN IMMEDIATE + busy_timeout) instead of failing and retrying.
+        assert not [r for r in caplog.records if "database locked" in r.getMessage()]
     finally:
         for worker in workers:
             worker.close()
@@ -560,11 +563,11 @@ def test_migration_runner_applies_steps_in_order(db_url: str):
     open_database(db_url).close()
     calls: list[int] = []
     steps = [_recording_step(v, calls) for v in (3, 1, 2)]  # registry order does not matter
-    engine = create_engine(db_url)
+    engine = create_db_engine(db_url)
     try:
-        assert ensure_schema(immediate_engine(engine), target=4, migrations=steps) == 4
+        assert ensure_schema(engine, target=4, migrations=steps) == 4
         assert calls == [1, 2, 3]
-        assert ensure_schema(immediate_engine(engine), target=4, migrations=steps) == 4
+        assert ensure_schema(engine, target=4, migrations=steps) == 4
         assert calls == [1, 2, 3], "steps must not run twice"
         with engine.connect() as connection:
             assert read_schema_version(connection) == 4
@@ -584,7 +587,7 @@ def test_a_failing_step_leaves_the_previous_version(sqlite_url: str):
     steps = [_recording_step(1, calls), Migration(2, "broken", broken)]
     with open_database(sqlite_url) as db:
         with pytest.raises(RuntimeError, match="step 2 failed"):
-            ensure_schema(immediate_engine(db.engine), target=3, migrations=steps)
+            ensure_schema(db.engine, target=3, migrations=steps)
         with db.engine.connect() as connection:
             assert read_schema_version(connection) == 2
             assert "half_done" not in inspect(connection).get_table_names()  # DDL rolled back
@@ -597,9 +600,9 @@ def test_upgrade_from_a_v0_database(sqlite_url: str):
     connection.executescript("DROP TABLE reviews; UPDATE schema_info SET version = 0;")
     connection.close()
     add_reviews = Migration(0, "add reviews", lambda conn: Review.__table__.create(conn))
-    engine = create_engine(sqlite_url)
+    engine = create_db_engine(sqlite_url)
     try:
-        assert ensure_schema(immediate_engine(engine), target=1, migrations=[add_reviews]) == 1
+        assert ensure_schema(engine, target=1, migrations=[add_reviews]) == 1
     finally:
         engine.dispose()
     with open_database(sqlite_url) as db:
@@ -629,6 +632,21 @@ def test_create_false_refuses_missing_empty_and_foreign_databases(tmp_path: Path
     foreign.close()
     with pytest.raises(SchemaVersionError, match="not an inspectd database"):
         open_database(f"sqlite:///{tmp_path / 'foreign.db'}")
+
+
+@pytest.mark.parametrize(
+    "make_url",
+    [
+        lambda tmp: f"sqlite:///{tmp}",  # a directory, not a file
+        lambda tmp: f"sqlite:///{tmp / 'file.txt' / 'inspectd.db'}",  # parent is a file
+        lambda tmp: "postgresql+nosuchdriver://user@localhost/inspectd",
+        lambda tmp: "not a url",
+    ],
+)
+def test_unusable_databases_raise_database_error(tmp_path: Path, make_url: Callable[[Path], str]):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(DatabaseError):
+        open_database(make_url(tmp_path))
 
 
 def test_open_database_creates_missing_directories(tmp_path: Path):
@@ -737,16 +755,16 @@ _READER = """
 import json, sys, time
 from inspectd.db import open_database
 with open_database(sys.argv[1], busy_timeout_ms=int(sys.argv[2]), create=False) as db:
-    seen, deadline = [], time.monotonic() + 20
-    while time.monotonic() < deadline:
+    seen, deadline = [db.status_summary().queue_depth], time.monotonic() + 20
+    print("reading", flush=True)
+    while seen[-1] < int(sys.argv[3]) and time.monotonic() < deadline:
         seen.append(db.status_summary().queue_depth)
-        if seen[-1] >= int(sys.argv[3]):
-            break
     print(json.dumps({"seen": seen, "station": db.get_item(1).station}))
 """
 
 
 def _start_reader(url: str, busy_timeout_ms: int, stop_at: int) -> subprocess.Popen[str]:
+    """A separate Python process that polls the queue depth until it reaches *stop_at*."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([sys.executable, "-c", _READER, url, str(busy_timeout_ms), str(stop_at)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -755,17 +773,23 @@ def _start_reader(url: str, busy_timeout_ms: int, stop_at: int) -> subprocess.Po
 def _reader_output(reader: subprocess.Popen[str]) -> dict:
     stdout, stderr = reader.communicate(timeout=60)
     assert reader.returncode == 0, stderr
-    return json.loads(stdout)
+    return json.loads(stdout.splitlines()[-1])
 
 
 def test_another_process_reads_during_an_open_write_transaction(sqlite_url: str):
     with open_database(sqlite_url) as db:
         for n in range(5):
             add(db, f"{n}.png")
-        with immediate_engine(db.engine).connect() as writer, writer.begin():
-            writer.execute(text("UPDATE items SET station = 'uncommitted'"))
-            # busy_timeout 0: the reader would fail at once if the writer blocked it.
+        # An EXCLUSIVE writer blocks every reader in rollback-journal mode, none in WAL.
+        writer = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
+        try:
+            writer.execute("BEGIN EXCLUSIVE")
+            writer.execute("UPDATE items SET station = 'uncommitted'")
+            # busy_timeout 0: the reader fails at once if the writer blocks it.
             output = _reader_output(_start_reader(sqlite_url, 0, 5))
+        finally:
+            writer.rollback()
+            writer.close()
     assert output == {"seen": [5], "station": "st1"}
 
 
@@ -773,10 +797,11 @@ def test_another_process_reads_while_this_process_keeps_writing(sqlite_url: str)
     with open_database(sqlite_url) as db:
         add(db, "first.png")
         reader = _start_reader(sqlite_url, 5000, 60)
+        assert reader.stdout.readline().strip() == "reading"
         for n in range(59):
             add(db, f"{n}.png")
-            time.sleep(0.005)
+            time.sleep(0.002)
         output = _reader_output(reader)
     seen = output["seen"]
-    assert seen[-1] == 60
+    assert (seen[0], seen[-1]) == (1, 60)  # first read before any of the 59 writes
     assert seen == sorted(seen), "reads must see committed writes in order"

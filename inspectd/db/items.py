@@ -21,9 +21,9 @@ from inspectd.db.products import ensure_product
 from inspectd.db.records import ItemRecord
 from inspectd.db.results import finish_item
 from inspectd.db.schema import (
+    STATE_ERROR,
     STATE_PENDING,
     STATE_SCORING,
-    STATE_ERROR,
     VERDICT_ERROR,
     Item,
     Result,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, inspect, select, text
 
+from inspectd.db.engine import immediate_engine
 from inspectd.db.exceptions import SchemaVersionError
 from inspectd.db.schema import Base, SchemaInfo, utcnow
 
@@ -81,29 +82,41 @@ def ensure_schema(
     """Bring the database behind *engine* to schema version *target* and return it.
 
     An empty database gets the current schema (if *create*), an older one is upgraded
-    step by step, a newer one is refused with :class:`SchemaVersionError`.  For SQLite
-    pass an engine from :func:`inspectd.db.engine.immediate_engine` so concurrent
-    openers are serialized.
+    step by step, a newer one is refused with :class:`SchemaVersionError`.  The usual
+    case, a database already at *target*, is settled by a read transaction and so
+    does not wait for writers.
     """
     where = engine.url.render_as_string(hide_password=True)
+    with engine.connect() as connection:
+        version = read_schema_version(connection)
+    if version is not None and _settled(version, target, where):
+        return version
+    # Creating or upgrading: take the write lock (BEGIN IMMEDIATE on SQLite) and
+    # re-read the version each step, since another process may be doing the same.
+    writer = immediate_engine(engine)
     while True:
-        with engine.begin() as connection:
+        with writer.begin() as connection:
             _lock_schema(connection)
             version = read_schema_version(connection)
             if version is None:
                 _create_schema(connection, create, where)
                 continue
-            if version > target:
-                raise SchemaVersionError(
-                    f"database {where} has schema version {version}, newer than version {target} "
-                    f"supported by this inspectd; upgrade inspectd (or use another database)"
-                )
-            if version == target:
+            if _settled(version, target, where):
                 return version
             step = plan_upgrade(version, target, migrations)[0]
             log.info("upgrading %s schema %d -> %d: %s", where, version, step.to_version, step.description)
             step.upgrade(connection)
             _write_version(connection, step.to_version)
+
+
+def _settled(version: int, target: int, where: str) -> bool:
+    """True when *version* is *target*; raise if it is newer; False if it is older."""
+    if version > target:
+        raise SchemaVersionError(
+            f"database {where} has schema version {version}, newer than version {target} "
+            f"supported by this inspectd; upgrade inspectd (or use another database)"
+        )
+    return version == target
 
 
 def _create_schema(connection: Connection, create: bool, where: str) -> None:

@@ -10,10 +10,9 @@ import logging
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from sqlalchemy.exc import OperationalError as SAOperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from inspectd.db.engine import DEFAULT_BUSY_TIMEOUT_MS, create_db_engine, immediate_engine, sqlite_file
+from inspectd.db.engine import DEFAULT_BUSY_TIMEOUT_MS, create_db_engine, sqlite_file
 from inspectd.db.items import ItemOperations
 from inspectd.db.migrations import ensure_schema
 from inspectd.db.model_versions import ModelVersionOperations
@@ -48,7 +47,7 @@ def open_database(
     _prepare_sqlite_file(url, create, where)
     try:
         engine = create_db_engine(url, busy_timeout_ms=busy_timeout_ms)
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
         raise DatabaseError(f"cannot use database URL {where}: {exc}") from exc
     _initialise(engine, create, retry_policy, where)
     log.debug("opened database %s", where)
@@ -59,11 +58,11 @@ def _initialise(engine: Engine, create: bool, retry_policy: RetryPolicy, where: 
     """Create/upgrade/check the schema; dispose of *engine* if that fails."""
     try:
         retry_on_busy(
-            lambda: ensure_schema(immediate_engine(engine), create=create),
+            lambda: ensure_schema(engine, create=create),
             policy=retry_policy,
             what=f"opening {where}",
         )
-    except SAOperationalError as exc:
+    except DBAPIError as exc:
         engine.dispose()
         raise DatabaseError(f"cannot open database {where}: {str(exc.orig or exc).splitlines()[0]}") from exc
     except BaseException:
@@ -80,7 +79,10 @@ def _prepare_sqlite_file(url: str, create: bool, where: str) -> None:
     if path is None:
         return
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create the directory of database file {path}: {exc}") from exc
     elif not path.exists():
         raise DatabaseError(f"database file {path} does not exist")
 

@@ -43,7 +43,7 @@ def finish_item(session: Session, item_id: int, state: str, result: Result) -> N
     session.add(result)
     item.state = state
     item.last_error = result.error
-    item.updated_at = result.scored_at
+    item.updated_at = utcnow()
     session.flush()
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspectd.db.engine import immediate_engine
 from inspectd.db.retry import RetryPolicy, retry_on_busy
+from inspectd.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class SessionScope:
         """Close all pooled connections."""
         self._engine.dispose()
 
-    def __enter__(self) -> SessionScope:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -93,7 +94,16 @@ class SessionScope:
 
 
 def _run(factory: sessionmaker[Session], work: Work[T]) -> T:
-    """One transaction: begin, run *work*, commit (roll back on any error)."""
-    with factory.begin() as session:
-        return work(session)
+    """One transaction: begin, run *work*, commit (roll back on any error).
+
+    Our own errors raised while binding a value (e.g. a naive datetime) reach us
+    wrapped in StatementError; they are unwrapped so callers see the DatabaseError.
+    """
+    try:
+        with factory.begin() as session:
+            return work(session)
+    except StatementError as exc:
+        if isinstance(exc.orig, DatabaseError):
+            raise exc.orig from exc
+        raise
 

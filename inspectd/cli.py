@@ -1,0 +1,108 @@
+"""The `inspectd` command line. Exit status: 0 success, 1 failure, 2 usage error.
+Errors are one line on stderr; --debug shows tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .backbone import RandomWeightsWarning
+from .config import Config, load_config
+from .errors import InspectdError, UsageError
+from .naming import validate_product_name
+
+log = logging.getLogger("inspectd")
+Command = Callable[[argparse.Namespace, Config], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage and exits 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="configuration file (default: $INSPECTD_CONFIG, "
+                        "./config.toml, /etc/inspectd/config.toml)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    parser = _Parser(prog="inspectd", description="PatchCore visual inspection for factory lines.",
+                     parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from . import commands  # the subcommands live beside, one module each
+
+    for register in commands.REGISTRY:
+        register(sub, common)
+    return parser
+
+
+def setup_logging(level: str, debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else getattr(logging, level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    # The backbone both logs and warns about random weights; the log line is enough here.
+    warnings.filterwarnings("ignore", category=RandomWeightsWarning)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        config = load_config(args.config)
+        setup_logging(config.log_level, args.debug)
+        if getattr(args, "product", None):
+            validate_product_name(args.product)
+        return int(args.handler(args, config) or 0)
+    except UsageError as exc:
+        print(f"inspectd: {exc}", file=sys.stderr)
+        return 2
+    except InspectdError as exc:
+        if debug:
+            log.exception("failed")
+        print(f"inspectd: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("inspectd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure is still one line unless --debug
+        if debug:
+            raise
+        print(f"inspectd: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+def print_json_lines(rows: Sequence[dict]) -> None:
+    for row in rows:
+        print(json.dumps(row, default=str))
+
+
+def print_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None:
+    """A plain aligned text table on stdout."""
+    cells = [[str(h) for h in header]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for index, row in enumerate(cells):
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def existing_dir(value: str) -> Path:
+    path = Path(value)
+    if not path.is_dir():
+        raise UsageError(f"not a folder: {value}")
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,8 @@
+"""Subcommands of the `inspectd` CLI, one module each. Each module has
+`register(subparsers, common)` that adds its parser and sets `handler`."""
+
+from __future__ import annotations
+
+from . import enroll_cmd, products_cmd, score_cmd
+
+REGISTRY = [enroll_cmd.register, score_cmd.register, products_cmd.register]

@@ -1,0 +1,53 @@
+"""`inspectd enroll --product X DIR`: build or extend a product model."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import existing_dir, print_table
+from ..config import Config
+from ..enroll import EnrollReport, enroll
+from .progress import ProgressBar
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser("enroll", parents=[common], help="enroll a product from good images",
+                            description="Build a new model version from good images (or extend the current "
+                                        "one with --add), calibrating the threshold on held-out good images.")
+    parser.add_argument("--product", required=True, help="product name")
+    parser.add_argument("good_dir", type=existing_dir, help="folder of good images")
+    parser.add_argument("--add", action="store_true", help="add these images to the current model version")
+    parser.add_argument("--bad", type=existing_dir, metavar="DIR", help="known defect images to refine the threshold")
+    parser.add_argument("--weights", help="imagenet, random (tests and demos only) or a local state-dict file")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    bar = ProgressBar()
+    try:
+        report = enroll(config, args.product, args.good_dir, bad_dir=args.bad, weights=args.weights,
+                        add=args.add, progress=bar)
+    finally:
+        bar.close()
+    print_summary(report)
+    return 0
+
+
+def print_summary(report: EnrollReport) -> None:
+    cal = report.calibration
+    rows = [
+        ("product", report.product), ("version", report.version), ("model", report.path),
+        ("images found", report.images_found), ("bank images", report.bank_images),
+        ("calibration images", report.calibration_images), ("skipped", len(report.skipped)),
+        ("bank size", f"{report.bank_size} x {report.feature_dim}"),
+        ("threshold", f"{cal.threshold:.4f} ({cal.method}, false-alarm rate {cal.false_alarm_rate:g}"
+                      f"{', guaranteed' if cal.guaranteed else ''})"),
+        ("time", ", ".join(f"{k} {v:.1f}s" for k, v in report.timings_s.items())),
+    ]
+    if report.bad_images:
+        rows.insert(6, ("defect images", report.bad_images))
+    print_table(rows, ("enrollment", ""))
+    for name, reason in report.skipped:
+        print(f"skipped {name}: {reason}")
+    for warning in report.warnings:
+        print(f"WARNING: {warning}")

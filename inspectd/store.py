@@ -1,0 +1,170 @@
+"""Versioned product models on disk.
+
+    <store>/<product>/v0001/model.json            metadata (backbone, weights, geometry, ...)
+                           bank.npy                memory bank, float32 (M, D)
+                           calibration.npy         held-out good patch features, float16
+    <store>/<product>/v0002/...
+
+Arrays are plain .npy files read with allow_pickle=False, so loading a model cannot
+execute code. Each version is written into a temporary directory and renamed into
+place, so a reader never sees half a model; earlier versions are kept. model.json
+records every array's sha256, so a corrupt or truncated file is refused on load.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import ModelError
+from .hashing import file_sha256
+from .naming import validate_product_name
+
+METADATA_FILE = "model.json"
+FORMAT_VERSION = 1
+_VERSION_DIR = re.compile(r"^v(\d{4,})$")
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """One version of a product model as found on disk."""
+
+    product: str
+    version: str
+    path: Path
+    metadata: dict
+
+    def array(self, name: str, mmap: bool = False) -> np.ndarray:
+        """Load one recorded array, checking its checksum (skipped when memory-mapped)."""
+        record = self.metadata.get("files", {}).get(name)
+        if record is None:
+            raise ModelError(f"model {self.product} {self.version}: no array {name!r} recorded")
+        path = self.path / record["file"]
+        if not path.is_file():
+            raise ModelError(f"model {self.product} {self.version} is incomplete: {path.name} is missing")
+        if not mmap and file_sha256(path) != record["sha256"]:
+            raise ModelError(f"model {self.product} {self.version} is corrupt: {path.name} fails its checksum")
+        try:
+            array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ModelError(f"model {self.product} {self.version} is corrupt: {path.name}: {exc}") from exc
+        if list(array.shape) != record["shape"] or str(array.dtype) != record["dtype"]:
+            raise ModelError(f"model {self.product} {self.version} is corrupt: {path.name} has shape "
+                             f"{list(array.shape)} {array.dtype}, expected {record['shape']} {record['dtype']}")
+        return array
+
+
+class ModelStore:
+    """The directory tree of product models."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def product_dir(self, product: str) -> Path:
+        return self.root / validate_product_name(product)
+
+    def products(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, product: str) -> list[str]:
+        folder = self.product_dir(product)
+        if not folder.is_dir():
+            return []
+        found = [p.name for p in folder.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name)]
+        return sorted(found, key=lambda name: int(name[1:]))
+
+    def latest_version(self, product: str) -> str | None:
+        versions = self.versions(product)
+        return versions[-1] if versions else None
+
+    def open(self, product: str, version: str | None = None) -> StoredModel:
+        """Read a version's metadata (the latest when `version` is None)."""
+        version = version or self.latest_version(product)
+        if version is None:
+            raise ModelError(f"no model for product {product!r} in {self.root} (run 'inspectd enroll' first)")
+        path = self.product_dir(product) / version
+        meta_path = path / METADATA_FILE
+        if not meta_path.is_file():
+            raise ModelError(f"model {product} {version} not found or incomplete ({meta_path} missing)")
+        try:
+            metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"model {product} {version} is corrupt: {METADATA_FILE}: {exc}") from exc
+        if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
+            raise ModelError(f"model {product} {version}: unsupported model format "
+                             f"{metadata.get('format_version') if isinstance(metadata, dict) else '?'}")
+        return StoredModel(product=product, version=version, path=path, metadata=metadata)
+
+    def write(self, product: str, metadata: dict, arrays: dict[str, np.ndarray]) -> StoredModel:
+        """Write a new version atomically and return it. Metadata gains `files`,
+        `product`, `version` and `format_version`."""
+        folder = self.product_dir(product)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+        try:
+            files = {}
+            for name, array in arrays.items():
+                file_name = f"{name}.npy"
+                np.save(staging / file_name, np.ascontiguousarray(array), allow_pickle=False)
+                files[name] = {"file": file_name, "sha256": file_sha256(staging / file_name),
+                               "shape": list(array.shape), "dtype": str(array.dtype)}
+            with self.lock(product):
+                version = _next_version(self.versions(product))
+                full = {**metadata, "format_version": FORMAT_VERSION, "product": product,
+                        "version": version, "files": files}
+                _write_json(staging / METADATA_FILE, full)
+                _fsync_dir(staging)
+                os.rename(staging, folder / version)
+                _fsync_dir(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return StoredModel(product=product, version=version, path=folder / version, metadata=full)
+
+    @contextmanager
+    def lock(self, product: str) -> Iterator[None]:
+        """Exclusive per-product lock across processes (enrollments run one at a time)."""
+        folder = self.product_dir(product)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _next_version(existing: list[str]) -> str:
+    number = int(existing[-1][1:]) + 1 if existing else 1
+    return f"v{number:04d}"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    for name in os.listdir(path.parent):
+        if name.endswith(".npy"):
+            with open(path.parent / name, "rb+") as array_file:
+                os.fsync(array_file.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -225,7 +225,16 @@ def parse_config(raw: dict[str, Any], source: Path | None = None) -> Config:
     _expect(isinstance(watch_raw, list), "watch", "must be an array of tables ([[watch]])")
     watch = tuple(_build(WatchFolder, w, f"watch[{i}]", base) for i, w in enumerate(watch_raw))
     config = _build(Config, raw, "", base)
-    return dataclasses.replace(config, defaults=defaults, products=products, watch=watch, source=source)
+    return dataclasses.replace(config, defaults=defaults, products=products, watch=watch, source=source,
+                               database_url=_resolve_sqlite(config.database_url, base))
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    """A relative SQLite file in the configuration means relative to the file's folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str(base / url[len(prefix):])
+    return url
 
 
 def _resolve_weights(settings: ProductSettings, base: Path) -> ProductSettings:

@@ -23,6 +23,7 @@ import cv2  # noqa: E402
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 100_000_000
+TAIL_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -118,14 +119,23 @@ def sniff_format(data: bytes) -> str | None:
 
 def check_complete(data: bytes, kind: str, name: str) -> None:
     """Reject files that end before their format says they should (a half-written file)."""
-    if kind == "JPEG" and b"\xff\xd9" not in data[-64:]:
-        raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
-    if kind == "PNG" and b"IEND" not in data[-64:]:
-        raise ImageError(f"{name}: truncated PNG (no IEND chunk)")
-    if kind == "BMP" and len(data) >= 6:
-        declared = int.from_bytes(data[2:6], "little")
-        if declared > len(data):
-            raise ImageError(f"{name}: truncated BMP ({len(data)} of {declared} bytes)")
+    reason = truncation(data[:16], data[-TAIL_BYTES:], len(data), kind)
+    if reason:
+        raise ImageError(f"{name}: {reason}")
+
+
+def truncation(head: bytes, tail: bytes, size: int, kind: str) -> str | None:
+    """Why a file of this head, tail and size is cut short, or None. Needs only the
+    first 16 and last TAIL_BYTES bytes, so a watcher can check without reading it all."""
+    if kind == "JPEG" and b"\xff\xd9" not in tail:
+        return "truncated JPEG (no end-of-image marker)"
+    if kind == "PNG" and b"IEND" not in tail:
+        return "truncated PNG (no IEND chunk)"
+    if kind == "BMP" and len(head) >= 6:
+        declared = int.from_bytes(head[2:6], "little")
+        if declared > size:
+            return f"truncated BMP ({size} of {declared} bytes)"
+    return None
 
 
 def header_pixels(data: bytes, kind: str) -> int | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
-from . import enroll_cmd, products_cmd, score_cmd
+from . import enroll_cmd, products_cmd, results_cmd, run_cmd, score_cmd, status_cmd
 
-REGISTRY = [enroll_cmd.register, score_cmd.register, products_cmd.register]
+REGISTRY = [enroll_cmd.register, score_cmd.register, products_cmd.register, run_cmd.register,
+            status_cmd.register, results_cmd.register]

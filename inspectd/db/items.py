@@ -146,15 +146,18 @@ class ItemOperations(SessionScope):
             log.warning("after an interrupted run: %d item(s) requeued, %d moved to error", requeued, failed)
         return requeued, failed
 
-    def return_to_pending(self, item_ids: Sequence[int]) -> int:
-        """Graceful shutdown: give claimed ('scoring') items back; returns how many.
+    def return_to_pending(self, item_ids: Sequence[int], *, refund_attempt: bool = True) -> int:
+        """Give claimed ('scoring') items back to the queue; returns how many.
 
-        The claim is not counted as an attempt, since the image did not fail.
+        By default (graceful shutdown, full disk) the claim is not counted as an
+        attempt, since the image did not fail; after an unexpected scoring failure
+        pass refund_attempt=False so a poison image reaches max_attempts.
         """
         ids = list(item_ids)
         if not ids:
             return 0
-        return self._write("return_to_pending", lambda session: _reset_to_pending(session, ids, refund_attempt=True))
+        return self._write("return_to_pending",
+                           lambda session: _reset_to_pending(session, ids, refund_attempt=refund_attempt))
 
 
 def _find_item_id(session: Session, path: str, size: int, mtime_ns: int, sha256: str) -> int | None:

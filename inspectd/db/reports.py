@@ -35,6 +35,7 @@ RESULT_EXPORT_COLUMNS = (
     Result.timings,
     Result.heatmap_path,
     Result.anomaly_map_path,
+    Result.image_path,
     Result.error,
 )
 RESULT_EXPORT_FIELDS: tuple[str, ...] = tuple(column.key for column in RESULT_EXPORT_COLUMNS)

@@ -62,6 +62,7 @@ class ResultOperations(SessionScope):
         timings: dict[str, Any] | None,
         heatmap_path: str | None,
         anomaly_map_path: str | None,
+        image_path: str | None = None,
         scored_at: datetime | None = None,
     ) -> None:
         """Store the scoring result of an item and mark it 'done'.
@@ -74,7 +75,7 @@ class ResultOperations(SessionScope):
             raw_score=float(raw_score), normalized_score=float(normalized_score), verdict=verdict,
             model_version=model_version, threshold=float(threshold), timings=timings,
             heatmap_path=_optional_str(heatmap_path), anomaly_map_path=_optional_str(anomaly_map_path),
-            error=None, scored_at=scored_at or utcnow(),
+            image_path=_optional_str(image_path), error=None, scored_at=scored_at or utcnow(),
         )
         self._store(item_id, STATE_DONE, result)
 

@@ -220,6 +220,9 @@ class Result(Base):
     timings: Mapped[dict[str, Any] | None]
     heatmap_path: Mapped[str | None] = mapped_column(String)
     anomaly_map_path: Mapped[str | None] = mapped_column(String)
+    # Where the source image is after scoring (the archive when files are moved;
+    # NULL when they are deleted); the drop-folder path stays on the item.
+    image_path: Mapped[str | None] = mapped_column(String)
     error: Mapped[str | None] = mapped_column(Text)
     scored_at: Mapped[datetime]
 

@@ -1,0 +1,1 @@
+"""The inspection daemon: drop folders -> items -> scored results (`inspectd run`)."""

@@ -113,9 +113,7 @@ class DaemonSettings:
     reconcile_seconds: float = 60.0
     poll_seconds: float = 2.0
     batch_size: int = 8
-    batch_wait_seconds: float = 0.05
     max_attempts: int = 3
-    shutdown_timeout_seconds: float = 20.0
     save_anomaly_maps: bool = True
 
     def __post_init__(self) -> None:

@@ -358,3 +358,42 @@ def score_sample(db: Database, product: str) -> ScoreSample:
         )
 
     return read(db, "loading statistics", load)
+
+
+# --- live polling ------------------------------------------------------------------------
+
+# Ids below the watermark that are looked at again: on PostgreSQL a transaction may
+# commit after one with a higher id (duplicates are dropped by the model).
+LOOKBACK_IDS = 256
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What changed since the previous poll (``changed`` False: nothing, rest empty)."""
+
+    marks: Watermarks
+    changed: bool
+    new_rows: tuple[QueueRow, ...] = ()
+    reviews: dict[int, ReviewRecord | None] | None = None  # item id -> effective review now
+    counts: dict[str, int] | None = None
+    products: tuple[str, ...] = ()
+    stations: tuple[str, ...] = ()
+
+
+def poll(db: Database, filt: QueueFilter, marks: Watermarks | None, force: bool = False) -> PollResult:
+    """New queue rows, changed reviews and fresh counts since *marks* (None: first poll).
+
+    Cheap when nothing changed: one query of four aggregates over primary keys.
+    """
+    now = watermarks(db)
+    if now == marks and not force:
+        return PollResult(now, changed=False)
+    new_rows: list[QueueRow] = []
+    reviews: dict[int, ReviewRecord | None] = {}
+    if marks is not None:
+        new_rows = fetch_new_rows(db, filt, max(0, marks.max_result_id - LOOKBACK_IDS))
+        items = reviewed_items_since(db, max(0, marks.max_review_id - LOOKBACK_IDS))
+        effective = db.effective_reviews(items)
+        reviews = {item_id: effective.get(item_id) for item_id in items}
+    products, stations = filter_options(db)
+    return PollResult(now, True, tuple(new_rows), reviews, review_counts(db, filt), tuple(products), tuple(stations))

@@ -23,6 +23,8 @@ from gui.queue_model import VERDICT_COLOURS, format_score, format_time, review_l
 
 FIELDS = ("Product", "Station", "Captured", "Scored", "Verdict", "Score", "Raw score", "Threshold",
           "Model", "File", "Review", "Error")
+COLUMN_FIELDS = (("Product", "Station", "Captured", "Scored", "Model", "File"),
+                 ("Verdict", "Score", "Raw score", "Threshold", "Review", "Error"))
 
 
 def _review_text(row: QueueRow) -> str:
@@ -57,16 +59,21 @@ class DetailsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.labels: dict[str, QLabel] = {}
-        form = QFormLayout(self)
-        form.setContentsMargins(4, 4, 4, 4)
-        form.setHorizontalSpacing(12)
-        form.setVerticalSpacing(3)
-        for name in FIELDS:
-            label = QLabel()
-            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            label.setWordWrap(name in ("File", "Error", "Review"))
-            self.labels[name] = label
-            form.addRow(f"{name}:", label)
+        columns = QHBoxLayout(self)
+        columns.setContentsMargins(4, 4, 4, 4)
+        for names in COLUMN_FIELDS:
+            form = QFormLayout()
+            form.setHorizontalSpacing(10)
+            form.setVerticalSpacing(3)
+            for name in names:
+                label = QLabel()
+                label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                label.setWordWrap(name in ("File", "Error", "Review"))
+                self.labels[name] = label
+                title = QLabel(f"{name}:")
+                title.setObjectName("fieldName")
+                form.addRow(title, label)
+            columns.addLayout(form, 1)
         self.show_row(None)
 
     def show_row(self, row: QueueRow | None) -> None:

@@ -185,7 +185,7 @@ class ImageViewer(QWidget):
         fit.clicked.connect(self.fit)
         actual.clicked.connect(self.actual_size)
         self.zoom_label = QLabel()
-        self.zoom_label.setMinimumWidth(48)
+        self.zoom_label.setMinimumWidth(80)
         self._controls = QHBoxLayout()
         for widget in (self.side_button, self.overlay_button, QLabel("Opacity"), self.opacity, self.outline):
             self._controls.addWidget(widget)
@@ -298,7 +298,7 @@ class ImageViewer(QWidget):
 
     def _update_zoom_label(self) -> None:
         view = self.image_pane.view
-        self.zoom_label.setText("Fit" if view.fitting else f"{view.zoom * 100:.0f} %")
+        self.zoom_label.setText(f"{view.zoom * 100:.0f} %" + (" (fit)" if view.fitting else ""))
 
 
 def _size(images: ItemImages) -> tuple[int, int] | None:

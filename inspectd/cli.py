@@ -27,9 +27,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="configuration file (default: $INSPECTD_CONFIG, "
-                        "./config.toml, /etc/inspectd/config.toml)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    # SUPPRESS: the options are accepted before and after the subcommand; without it the
+    # subparser's defaults would overwrite a value given before the subcommand.
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="configuration file (default: $INSPECTD_CONFIG, ./config.toml, "
+                        "/etc/inspectd/config.toml)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and debug logging")
     parser = _Parser(prog="inspectd", description="PatchCore visual inspection for factory lines.",
                      parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -52,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
+        args.config, args.debug = getattr(args, "config", None), getattr(args, "debug", False)
         config = load_config(args.config)
         setup_logging(config.log_level, args.debug)
         if getattr(args, "product", None):

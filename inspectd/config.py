@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from .errors import ConfigError
+from .errors import ConfigError, ProductNameError
 from .naming import validate_product_name
 
 SYSTEM_CONFIG = Path("/etc/inspectd/config.toml")
@@ -103,6 +103,7 @@ class WatchFolder:
     archive_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        _check_product_name(self.product, "product")
         if self.after_scoring == "move":
             _check(self.archive_dir is not None, "archive_dir", "is required when after_scoring = 'move'")
 
@@ -216,7 +217,7 @@ def parse_config(raw: dict[str, Any], source: Path | None = None) -> Config:
     _expect(isinstance(products_raw, dict), "products", "must be a table of product tables")
     products = {}
     for name, section in products_raw.items():
-        validate_product_name(name)
+        _check_product_name(name, f"products.{name}")
         _expect(isinstance(section, dict), f"products.{name}", "must be a table")
         product = _build(ProductSettings, section, f"products.{name}", base, start=defaults)
         products[name] = _resolve_weights(product, base)
@@ -304,3 +305,11 @@ def _expect(condition: bool, key: str, message: str) -> None:
 
 
 _check = _expect
+
+
+def _check_product_name(name: Any, key: str) -> None:
+    """A product name in the file is a configuration value: ConfigError naming the key."""
+    try:
+        validate_product_name(name)
+    except ProductNameError as exc:
+        raise ConfigError(f"'{key}' {exc}") from None

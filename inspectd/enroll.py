@@ -205,16 +205,24 @@ class _Decoder:
 
     def __call__(self, path: Path, out: _Images) -> np.ndarray | None:
         try:
+            size = path.stat().st_size
+            if size > self.config.images.max_bytes:
+                raise ImageError(f"file is {size} bytes, over the limit of {self.config.images.max_bytes}")
             data = path.read_bytes()
-            image = apply_geometry(decode_image(data, name=str(path), max_pixels=self.config.images.max_pixels),
-                                   self.geometry, str(path))
         except (ImageError, OSError) as exc:
             out.skipped.append((str(path), str(exc).replace(f"{path}: ", "")))
             return None
+        # Hash first: an already enrolled image or a duplicate is not decoded again.
         digest = bytes_sha256(data)
         if digest in self.seen:
             out.skipped.append((str(path), "already enrolled (same content)" if digest in self.known
                                 else "duplicate of another image in this folder"))
+            return None
+        try:
+            image = apply_geometry(decode_image(data, name=str(path), max_pixels=self.config.images.max_pixels),
+                                   self.geometry, str(path))
+        except ImageError as exc:
+            out.skipped.append((str(path), str(exc).replace(f"{path}: ", "")))
             return None
         self.seen.add(digest)
         out.paths.append(path)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 24  # query rows x bank rows per block (64 MB in fp32)
+CHUNK_ELEMENTS = 1 << 21  # query rows x bank rows per block: 8 MB in fp32 stays in cache
 
 
 def exact_nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None
@@ -54,7 +54,11 @@ class BankIndex:
         if mode not in ("fast", "exact"):
             raise ValueError(f"unknown search mode {mode!r}")
         self.bank = bank.float().contiguous()
-        self.bank_sq = self.bank.square().sum(dim=1)
+        # Distances are translation invariant; centring on the bank mean keeps the
+        # norms small, so the GEMM identity loses far less to cancellation in fp32.
+        self.mean = self.bank.mean(dim=0)
+        self.centered = (self.bank - self.mean).contiguous()
+        self.bank_sq = self.centered.square().sum(dim=1)
         self.mode = mode
         self.stats = SearchStats()
         m, d = self.bank.shape
@@ -68,14 +72,13 @@ class BankIndex:
         return self.bank.device
 
     def _build_projection(self) -> None:
-        self.mean = self.bank.mean(dim=0)
-        centered = self.bank - self.mean
+        centered = self.centered
         # Principal axes from the d x d covariance (float64 for a stable eigensolver).
         cov = (centered.T.double() @ centered.double()) / max(1, centered.shape[0] - 1)
         _, vectors = torch.linalg.eigh(cov)
         self.axes = vectors[:, -self.search_dim:].flip(1).float().contiguous()  # (d, r)
-        bank_proj = self._project(self.bank)  # (m, r + 1)
-        bank_centered_sq = centered.square().sum(dim=1)
+        bank_proj = self._project(centered)  # (m, r + 1)
+        bank_centered_sq = self.bank_sq
         # Laid out so that one GEMM with [proj, ||q||^2, 1] yields the bound directly:
         # ||q||^2 + ||b||^2 - 2 proj(q).proj(b), with no full-size temporaries.
         ones = torch.ones_like(bank_centered_sq)[:, None]
@@ -83,17 +86,17 @@ class BankIndex:
         # Rounding in the bound's GEMM, scaled to the data: subtracted before certifying.
         self.slack = 1e-5 * float(bank_centered_sq.max())
 
-    def _project(self, x: torch.Tensor) -> torch.Tensor:
-        centered = x - self.mean
+    def _project(self, centered: torch.Tensor) -> torch.Tensor:
+        """Centred vectors -> [coordinates on the principal axes, norm of the rest]."""
         head = centered @ self.axes
         rest_sq = (centered.square().sum(dim=1) - head.square().sum(dim=1)).clamp_(min=0.0)
         return torch.cat([head, rest_sq.sqrt()[:, None]], dim=1)
 
     def nearest(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(distance, bank index) of each query's nearest bank vector."""
-        queries = queries.float()
+        queries = queries.float() - self.mean
         if self.mode == "exact":
-            return exact_nearest(queries, self.bank, self.bank_sq)
+            return exact_nearest(queries, self.centered, self.bank_sq)
         rows = max(1, CHUNK_ELEMENTS // max(1, self.bank.shape[0]))
         dists, indices = [], []
         for start in range(0, queries.shape[0], rows):
@@ -103,12 +106,13 @@ class BankIndex:
         return torch.cat(dists), torch.cat(indices)
 
     def _nearest_block(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        centered_sq = (queries - self.mean).square().sum(dim=1, keepdim=True)
+        """Nearest bank rows of centred queries."""
+        centered_sq = queries.square().sum(dim=1, keepdim=True)
         lhs = torch.cat([self._project(queries), centered_sq, torch.ones_like(centered_sq)], dim=1)
         bound_sq, candidate = torch.topk(lhs @ self.bound_rhs, self.candidates, dim=1, largest=False, sorted=False)
         # Exact squared distances to the candidates: ||b||^2 - 2 b.q + ||q||^2.
-        exact_sq = torch.baddbmm(self.bank_sq[candidate][:, :, None], self.bank[candidate], queries[:, :, None],
-                                 alpha=-2.0).squeeze(2) + queries.square().sum(dim=1, keepdim=True)
+        exact_sq = torch.baddbmm(self.bank_sq[candidate][:, :, None], self.centered[candidate], queries[:, :, None],
+                                 alpha=-2.0).squeeze(2) + centered_sq
         best_sq, slot = exact_sq.min(dim=1)
         index = candidate.gather(1, slot[:, None]).squeeze(1)
         certified = best_sq <= bound_sq.max(dim=1).values - self.slack
@@ -119,14 +123,14 @@ class BankIndex:
         missing = torch.nonzero(~certified).squeeze(1)
         if missing.numel():
             self.stats.uncertified += int(missing.numel())
-            dist[missing], index[missing] = exact_nearest(queries[missing], self.bank, self.bank_sq)
+            dist[missing], index[missing] = exact_nearest(queries[missing], self.centered, self.bank_sq)
         return dist, index
 
     def neighbours_of_bank(self, rows: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (len(rows), k) of the k nearest bank vectors of the given bank rows,
         the row itself first (distance 0)."""
         k = min(k, self.bank.shape[0])
-        points = self.bank[rows]
-        sq = self.bank_sq[rows][:, None] + self.bank_sq[None, :] - 2.0 * (points @ self.bank.T)
+        points = self.centered[rows]
+        sq = self.bank_sq[rows][:, None] + self.bank_sq[None, :] - 2.0 * (points @ self.centered.T)
         sq[torch.arange(rows.shape[0], device=sq.device), rows] = -1.0  # the row itself
         return torch.topk(sq, k, dim=1, largest=False).indices

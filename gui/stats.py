@@ -1,0 +1,241 @@
+"""Per-product statistics: counts, a histogram of the normalised scores of reviewed
+items (confirmed vs overruled) with the threshold drawn, and a what-if threshold.
+
+Drawn with QPainter (QtCharts is not part of PySide6-Essentials).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPen
+from PySide6.QtWidgets import QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+
+from gui.data import STATE_REVIEWED, STATE_SKIPPED, STATE_UNREVIEWED, ScoreSample
+
+CONFIRMED_COLOUR = QColor("#e5534b")
+OVERRULED_COLOUR = QColor("#57ab5a")
+THRESHOLD_COLOUR = QColor("#f0f0f0")
+WHAT_IF_COLOUR = QColor("#f0b72f")
+SLIDER_SCALE = 100  # slider units per 1.0 of normalised score
+WHAT_IF_RANGE = (0.5, 2.0)
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """How verdicts would change at another threshold (normalised; 1.0 is today's)."""
+
+    threshold: float
+    to_ng: int  # OK today, NG at the new threshold
+    to_ok: int  # NG today, OK at the new threshold
+    missed_defects: int  # confirmed defects that would score below the new threshold
+    false_alarms_left: int  # overruled items still at or above the new threshold
+
+    @property
+    def changed(self) -> int:
+        return self.to_ng + self.to_ok
+
+
+def _count_in(sorted_scores: np.ndarray, low: float, high: float) -> int:
+    """How many scores lie in [low, high)."""
+    return int(np.searchsorted(sorted_scores, high, "left") - np.searchsorted(sorted_scores, low, "left"))
+
+
+def what_if(sample: ScoreSample, threshold: float) -> WhatIf:
+    """Verdict changes of *sample* if the normalised threshold were *threshold*."""
+    scores = np.sort(np.asarray(sample.scores, dtype=np.float64))
+    confirmed = np.asarray(sample.confirmed, dtype=np.float64)
+    overruled = np.asarray(sample.overruled, dtype=np.float64)
+    return WhatIf(
+        threshold=threshold,
+        to_ng=_count_in(scores, threshold, 1.0) if threshold < 1.0 else 0,
+        to_ok=_count_in(scores, 1.0, threshold) if threshold > 1.0 else 0,
+        missed_defects=int(np.count_nonzero(confirmed < threshold)),
+        false_alarms_left=int(np.count_nonzero(overruled >= threshold)),
+    )
+
+
+def bin_edges(values: Sequence[float], extra: Sequence[float], bins: int = 24) -> np.ndarray:
+    """Edges on round numbers covering *values* and the marker positions *extra*."""
+    points = list(values) + list(extra)
+    low = math.floor(min(points) * 10) / 10
+    high = math.ceil(max(points) * 10 + 1e-9) / 10
+    return np.linspace(low, max(high, low + 0.1), bins + 1)
+
+
+class Histogram(QWidget):
+    """Bars of confirmed and overruled scores per bin, threshold and what-if lines."""
+
+    MARGINS = (46, 34, 16, 38)  # left, top, right, bottom
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumSize(420, 240)
+        self._sample: ScoreSample | None = None
+        self._what_if = 1.0
+        self.counts: tuple[np.ndarray, np.ndarray] | None = None
+        self.edges: np.ndarray | None = None
+
+    def set_data(self, sample: ScoreSample | None, what_if_threshold: float) -> None:
+        self._sample, self._what_if = sample, what_if_threshold
+        reviewed = list(sample.confirmed) + list(sample.overruled) if sample else []
+        if reviewed:
+            self.edges = bin_edges(reviewed, (1.0, what_if_threshold))
+            self.counts = (np.histogram(sample.confirmed, self.edges)[0], np.histogram(sample.overruled, self.edges)[0])
+        else:
+            self.edges = self.counts = None
+        self.update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt name
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        text = self.palette().windowText().color()
+        left, top, right, bottom = self.MARGINS
+        plot = QRectF(left, top, self.width() - left - right, self.height() - top - bottom)
+        if self.counts is None or self.edges is None:
+            painter.setPen(text)
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "No reviewed items yet")
+            return
+        low, high = float(self.edges[0]), float(self.edges[-1])
+        peak = max(1, int(max(self.counts[0].max(), self.counts[1].max())))
+
+        def x_of(value: float) -> float:
+            return plot.left() + (value - low) / (high - low) * plot.width()
+
+        def y_of(count: float) -> float:
+            return plot.bottom() - count / peak * plot.height()
+
+        self._draw_axes(painter, plot, low, high, peak, x_of, y_of, text)
+        for index in range(len(self.edges) - 1):
+            x0, x1 = x_of(self.edges[index]), x_of(self.edges[index + 1])
+            half = (x1 - x0 - 2) / 2
+            for offset, count, colour in ((0, self.counts[0][index], CONFIRMED_COLOUR),
+                                          (half, self.counts[1][index], OVERRULED_COLOUR)):
+                if count:
+                    painter.fillRect(QRectF(x0 + 1 + offset, y_of(count), half, plot.bottom() - y_of(count)), colour)
+        self._marker(painter, plot, x_of(1.0), THRESHOLD_COLOUR, Qt.PenStyle.SolidLine, "threshold 1.00")
+        if abs(self._what_if - 1.0) > 1e-9:
+            self._marker(painter, plot, x_of(self._what_if), WHAT_IF_COLOUR, Qt.PenStyle.DashLine,
+                         f"what-if {self._what_if:.2f}")
+        self._legend(painter, plot, text)
+
+    @staticmethod
+    def _draw_axes(painter: QPainter, plot: QRectF, low: float, high: float, peak: int,
+                   x_of: object, y_of: object, text: QColor) -> None:
+        grid = QColor(text)
+        grid.setAlpha(40)
+        for count in sorted({0, peak // 2, peak}):
+            y = y_of(count)  # type: ignore[operator]
+            painter.setPen(QPen(grid, 1))
+            painter.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
+            painter.setPen(text)
+            painter.drawText(QRectF(0, y - 8, plot.left() - 6, 16),
+                             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, str(count))
+        step = 0.1 if high - low <= 1.2 else 0.25 if high - low <= 3 else 0.5
+        tick = math.ceil(low / step) * step
+        while tick <= high + 1e-9:
+            x = x_of(tick)  # type: ignore[operator]
+            painter.setPen(QPen(grid, 1))
+            painter.drawLine(QPointF(x, plot.bottom()), QPointF(x, plot.bottom() + 4))
+            painter.setPen(text)
+            painter.drawText(QRectF(x - 24, plot.bottom() + 5, 48, 14), Qt.AlignmentFlag.AlignHCenter, f"{tick:.2f}")
+            tick += step
+        painter.drawText(QRectF(plot.left(), plot.bottom() + 20, plot.width(), 16), Qt.AlignmentFlag.AlignHCenter,
+                         "normalised score (1.0 = threshold)")
+
+    @staticmethod
+    def _marker(painter: QPainter, plot: QRectF, x: float, colour: QColor, style: Qt.PenStyle, label: str) -> None:
+        painter.setPen(QPen(colour, 2, style))
+        painter.drawLine(QPointF(x, plot.top()), QPointF(x, plot.bottom()))
+        painter.setPen(colour)
+        painter.drawText(QRectF(x + 4, plot.top(), 120, 16), Qt.AlignmentFlag.AlignLeft, label)
+
+    def _legend(self, painter: QPainter, plot: QRectF, text: QColor) -> None:
+        assert self._sample is not None
+        x = plot.left()
+        for colour, label in ((CONFIRMED_COLOUR, f"confirmed defect ({len(self._sample.confirmed)})"),
+                              (OVERRULED_COLOUR, f"overruled / false alarm ({len(self._sample.overruled)})")):
+            painter.fillRect(QRectF(x, 9, 12, 12), colour)
+            painter.setPen(text)
+            painter.drawText(QRectF(x + 16, 6, 260, 18), Qt.AlignmentFlag.AlignVCenter, label)
+            x += 24 + painter.fontMetrics().horizontalAdvance(label)
+
+
+def counts_text(verdicts: Mapping[str, int], queue: Mapping[str, int]) -> str:
+    """One line of result and queue counts."""
+    scored = sum(verdicts.values())
+    return (f"Scored {scored:,}: OK {verdicts.get('OK', 0):,} · NG {verdicts.get('NG', 0):,} · "
+            f"ERROR {verdicts.get('ERROR', 0):,}    Queue: unreviewed {queue.get(STATE_UNREVIEWED, 0):,} · "
+            f"skipped {queue.get(STATE_SKIPPED, 0):,} · reviewed {queue.get(STATE_REVIEWED, 0):,}")
+
+
+def what_if_text(change: WhatIf, sample: ScoreSample) -> str:
+    if abs(change.threshold - 1.0) < 1e-9:
+        return "Move the slider to see how verdicts would change at another threshold."
+    return (f"At threshold {change.threshold:.2f}: {change.changed:,} of {len(sample.scores):,} scored items "
+            f"would change verdict ({change.to_ng:,} OK → NG, {change.to_ok:,} NG → OK). "
+            f"Reviewed: {change.missed_defects} of {len(sample.confirmed)} confirmed defects would be missed; "
+            f"{change.false_alarms_left} of {len(sample.overruled)} overruled items would still be flagged.")
+
+
+class StatsView(QWidget):
+    """The statistics tab.  ``productChanged`` asks the window to load a product's data."""
+
+    productChanged = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.sample: ScoreSample | None = None
+        self.product = QComboBox()
+        self.product.currentTextChanged.connect(self.productChanged)
+        self.counts = QLabel()
+        self.histogram = Histogram()
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(int(WHAT_IF_RANGE[0] * SLIDER_SCALE), int(WHAT_IF_RANGE[1] * SLIDER_SCALE))
+        self.slider.setValue(SLIDER_SCALE)
+        self.slider.valueChanged.connect(self._refresh_what_if)
+        self.slider_label = QLabel()
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Product:"))
+        top.addWidget(self.product)
+        top.addWidget(self.counts, 1)
+        what_if_box = QGroupBox("What if the threshold were…")
+        grid = QGridLayout(what_if_box)
+        grid.addWidget(self.slider, 0, 0)
+        grid.addWidget(self.slider_label, 0, 1)
+        grid.addWidget(self.summary, 1, 0, 1, 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.histogram, 1)
+        layout.addWidget(what_if_box)
+        self._refresh_what_if()
+
+    @property
+    def what_if_threshold(self) -> float:
+        return self.slider.value() / SLIDER_SCALE
+
+    def set_products(self, products: Sequence[str]) -> None:
+        if [self.product.itemText(i) for i in range(self.product.count())] != list(products):
+            current = self.product.currentText()
+            self.product.blockSignals(True)
+            self.product.clear()
+            self.product.addItems(list(products))
+            self.product.setCurrentIndex(max(self.product.findText(current), 0))
+            self.product.blockSignals(False)
+
+    def set_data(self, sample: ScoreSample, queue_counts: Mapping[str, int]) -> None:
+        self.sample = sample
+        self.counts.setText(counts_text(sample.verdicts, queue_counts))
+        self._refresh_what_if()
+
+    def _refresh_what_if(self) -> None:
+        threshold = self.what_if_threshold
+        self.slider_label.setText(f"{threshold:.2f}")
+        self.histogram.set_data(self.sample, threshold)
+        self.summary.setText(what_if_text(what_if(self.sample, threshold), self.sample) if self.sample else "")

@@ -102,6 +102,7 @@ class DecisionBar(QWidget):
         buttons.addStretch(1)
         self.tag = QComboBox()
         self.tag.setEditable(True)
+        self.tag.setMinimumWidth(170)
         self.tag.addItems(list(DEFECT_TAGS))
         self.tag.lineEdit().setPlaceholderText("defect tag (optional)")
         self.comment = QLineEdit()

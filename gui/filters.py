@@ -22,8 +22,10 @@ VERDICT_CHOICES = (("All verdicts", None), ("NG", VERDICT_NG), ("Failed (ERROR)"
                    ("Near threshold (OK)", VERDICT_OK))
 TIME_CHOICES = (("All time", None), ("Last hour", timedelta(hours=1)), ("Last 8 hours", timedelta(hours=8)),
                 ("Last 24 hours", timedelta(days=1)), ("Last 7 days", timedelta(days=7)), ("Custom range", "custom"))
-SORT_CHOICES = (("Oldest first", (SORT_TIME, False)), ("Newest first", (SORT_TIME, True)),
-                ("Highest score first", (SORT_SCORE, True)), ("Lowest score first", (SORT_SCORE, False)))
+SORT_CHOICES = (("Oldest first", "oldest"), ("Newest first", "newest"),
+                ("Highest score first", "highest"), ("Lowest score first", "lowest"))
+SORT_ORDERS = {"oldest": (SORT_TIME, False), "newest": (SORT_TIME, True),
+               "highest": (SORT_SCORE, True), "lowest": (SORT_SCORE, False)}
 ANY_PRODUCT, ANY_STATION = "All products", "All stations"
 
 
@@ -84,7 +86,7 @@ class FilterBar(QWidget):
 
     def current_filter(self) -> QueueFilter:
         """The filter the widgets describe (relative times counted from now)."""
-        sort, descending = self.sort.currentData()
+        sort, descending = SORT_ORDERS[self.sort.currentData()]
         since, until = self._time_range()
         return QueueFilter(
             review_state=self.state.currentData() or STATE_UNREVIEWED, product=self.product.currentData(),

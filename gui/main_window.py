@@ -118,7 +118,7 @@ class MainWindow(QMainWindow):
         split.addWidget(item)
         split.setStretchFactor(0, 2)
         split.setStretchFactor(1, 5)
-        split.setSizes([520, 1080])
+        split.setSizes([610, 990])
         review = QWidget()
         review_layout = QVBoxLayout(review)
         review_layout.addWidget(self.filters)
@@ -187,14 +187,14 @@ class MainWindow(QMainWindow):
         self.filters.changed.connect(self.apply_filter)
         self.table.selectionModel().currentRowChanged.connect(self._current_changed)
         self.model.pageLoaded.connect(self._page_loaded)
-        self.model.loadFailed.connect(lambda message: self._error(f"Cannot load the queue: {message}"))
+        self.model.loadFailed.connect(self._queue_failed)
         self.model.dataChanged.connect(self._rows_changed)
         self.loader.loaded.connect(self._images_loaded)
         self.decision_bar.comment.returnPressed.connect(self.table.setFocus)
         self.feedback.finished.connect(self._feedback_done)
-        self.feedback.failed.connect(lambda message: self._error(f"Adding to the good set failed: {message}"))
-        self.stats.productChanged.connect(lambda _product: self._load_stats())
-        self.tabs.currentChanged.connect(lambda _index: self._load_stats())
+        self.feedback.failed.connect(self._feedback_failed)
+        self.stats.productChanged.connect(self._load_stats)
+        self.tabs.currentChanged.connect(self._load_stats)
 
     # --- queue and selection ----------------------------------------------------------------
 
@@ -325,6 +325,12 @@ class MainWindow(QMainWindow):
     def _edit_comment(self) -> None:
         self.decision_bar.comment.setFocus()
 
+    def _queue_failed(self, message: str) -> None:
+        self._error(f"Cannot load the queue: {message}")
+
+    def _feedback_failed(self, message: str) -> None:
+        self._error(f"Adding to the good set failed: {message}")
+
     def _feedback_done(self, result: FeedbackResult) -> None:
         self.statusBar().showMessage(
             f"{result.product}: model {result.version} written with {result.kept_as.name} "
@@ -368,7 +374,7 @@ class MainWindow(QMainWindow):
 
     # --- statistics and export --------------------------------------------------------------
 
-    def _load_stats(self) -> None:
+    def _load_stats(self, *_changed: object) -> None:
         product = self.stats.product.currentText()
         if self.tabs.currentWidget() is not self.stats or not product:
             return

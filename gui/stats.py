@@ -59,11 +59,21 @@ def what_if(sample: ScoreSample, threshold: float) -> WhatIf:
     )
 
 
+def tick_step(peak: int, most: int = 5) -> int:
+    """A 1-2-5 step giving at most *most* ticks above zero up to *peak*."""
+    magnitude = 1
+    while True:
+        for factor in (1, 2, 5):
+            if peak / (factor * magnitude) <= most:
+                return factor * magnitude
+        magnitude *= 10
+
+
 def bin_edges(values: Sequence[float], extra: Sequence[float], bins: int = 24) -> np.ndarray:
     """Edges on round numbers covering *values* and the marker positions *extra*."""
     points = list(values) + list(extra)
     low = math.floor(min(points) * 10) / 10
-    high = math.ceil(max(points) * 10 + 1e-9) / 10
+    high = math.ceil(max(points) * 10 - 1e-9) / 10
     return np.linspace(low, max(high, low + 0.1), bins + 1)
 
 
@@ -101,7 +111,8 @@ class Histogram(QWidget):
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "No reviewed items yet")
             return
         low, high = float(self.edges[0]), float(self.edges[-1])
-        peak = max(1, int(max(self.counts[0].max(), self.counts[1].max())))
+        tallest = max(1, int(max(self.counts[0].max(), self.counts[1].max())))
+        peak = tick_step(tallest) * math.ceil(tallest / tick_step(tallest))  # axis top on a tick
 
         def x_of(value: float) -> float:
             return plot.left() + (value - low) / (high - low) * plot.width()
@@ -128,7 +139,7 @@ class Histogram(QWidget):
                    x_of: object, y_of: object, text: QColor) -> None:
         grid = QColor(text)
         grid.setAlpha(40)
-        for count in sorted({0, peak // 2, peak}):
+        for count in range(0, peak + 1, tick_step(peak)):
             y = y_of(count)  # type: ignore[operator]
             painter.setPen(QPen(grid, 1))
             painter.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))

@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from shiboken6 import Shiboken
+
 from gui.images import ItemImages, Picture
 
 ZOOM_STEP = 1.25
@@ -154,9 +156,9 @@ class ImageViewer(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(self._controls)
         layout.addLayout(panes, 1)
-        for source, target in ((self.image_pane.view, self.heatmap_pane.view),
-                               (self.heatmap_pane.view, self.image_pane.view)):
-            source.viewChanged.connect(lambda s=source, t=target: self._mirror(s, t))
+        # Bound methods (not lambdas): Qt drops the connections when the viewer is destroyed.
+        self.image_pane.view.viewChanged.connect(self._image_view_changed)
+        self.heatmap_pane.view.viewChanged.connect(self._heatmap_view_changed)
         self.show_message("No item selected")
 
     def _build_controls(self) -> None:
@@ -168,7 +170,7 @@ class ImageViewer(QWidget):
         self.side_button.setChecked(True)
         self.side_button.setToolTip("Image and heatmap next to each other (V toggles)")
         self.overlay_button.setToolTip("Heatmap over the image (V toggles)")
-        modes.buttonToggled.connect(lambda *_: self._apply_mode())
+        modes.buttonToggled.connect(self._apply_mode)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
@@ -270,7 +272,7 @@ class ImageViewer(QWidget):
         pane.scene.addItem(item)
         pane.show_view()
 
-    def _apply_mode(self) -> None:
+    def _apply_mode(self, *_toggled: object) -> None:
         overlay = self.overlay_mode
         source_missing = self.images is None or not self.images.source.ok
         self.heatmap_pane.setVisible(not overlay or source_missing)
@@ -286,9 +288,15 @@ class ImageViewer(QWidget):
         if self._outline_item is not None:
             self._outline_item.setVisible(self.outline.isChecked())
 
+    def _image_view_changed(self) -> None:
+        self._mirror(self.image_pane.view, self.heatmap_pane.view)
+
+    def _heatmap_view_changed(self) -> None:
+        self._mirror(self.heatmap_pane.view, self.image_pane.view)
+
     def _mirror(self, source: ZoomView, target: ZoomView) -> None:
-        if self._syncing:
-            return
+        if self._syncing or not all(map(Shiboken.isValid, (source, target, self.zoom_label))):
+            return  # the widget tree is being torn down
         self._syncing = True
         try:
             target.copy_view_of(source)

@@ -126,6 +126,7 @@ def covering_radius(points: torch.Tensor, selected: np.ndarray | torch.Tensor) -
     chosen = points[torch.as_tensor(selected, dtype=torch.long, device=points.device)]
     worst = torch.zeros((), device=points.device)
     for start in range(0, points.shape[0], 8192):
-        block = torch.cdist(points[start:start + 8192], chosen)
+        # Direct differences, not the GEMM identity: a selected point is at distance exactly 0.
+        block = torch.cdist(points[start:start + 8192], chosen, compute_mode="donot_use_mm_for_euclid_dist")
         worst = torch.maximum(worst, block.min(dim=1).values.max())
     return float(worst)

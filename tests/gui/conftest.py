@@ -37,7 +37,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     root = tmp_path_factory.mktemp("demo")
     template = root / "template.db"
     with open_database(f"sqlite:///{template}") as db:
-        ids = populate(db, root, n_good=8, n_defect=8, n_errors=1, products=PRODUCTS, stations=STATIONS)
+        ids = populate(db, root, n_good=10, n_defect=12, n_errors=1, products=PRODUCTS, stations=STATIONS)
     return Demo(root, template, tuple(ids))
 
 

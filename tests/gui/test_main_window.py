@@ -15,7 +15,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
-from gui.data import SORT_TIME, STATE_ALL, STATE_UNREVIEWED
+from gui.data import STATE_ALL, STATE_UNREVIEWED, QueueFilter, iter_rows
 from gui.main_window import MainWindow
 from gui.theme import apply_theme
 from inspectd.config import Config
@@ -104,7 +104,12 @@ def test_undo_appends_an_undo_row_and_returns_to_the_item(qtbot, window: MainWin
     assert window.current_row().item_id == first.item_id
 
 
-def test_auto_advance_skips_decided_rows_and_fetches_the_next_page(qtbot, window: MainWindow) -> None:
+def test_auto_advance_skips_decided_rows_and_fetches_the_next_page(qtbot, config: Config, db: Database) -> None:
+    window = MainWindow(config, db)
+    qtbot.addWidget(window)
+    window.resize(1000, 330)  # the table shows fewer rows than a page: no fetching to fill it
+    window.show()
+    qtbot.waitUntil(lambda: window.current_row() is not None, timeout=5000)
     assert window.model.rowCount() == 10 and window.model.canFetchMore()  # page size 10
     window.select_row(2)
     with qtbot.waitSignal(window.decisionWritten, timeout=5000):
@@ -118,11 +123,13 @@ def test_auto_advance_skips_decided_rows_and_fetches_the_next_page(qtbot, window
         press(qtbot, window, Qt.Key.Key_O)
     qtbot.waitUntil(lambda: window.table.currentIndex().row() == 10, timeout=5000)
     assert window.model.rowCount() > 10
+    window.shutdown()
 
 
 def test_filters_reload_the_queue_and_show_counts(qtbot, window: MainWindow) -> None:
     qtbot.waitUntil(lambda: "(" in window.filters.state.itemText(0), timeout=5000)
-    unreviewed = window.model.rowCount()
+    qtbot.waitUntil(lambda: not window.model.canFetchMore() and not window.model.loading, timeout=5000)
+    assert window.filters.state.itemText(0) == f"Unreviewed ({window.model.rowCount()})"
     window.filters.select(product="plates")
     qtbot.waitUntil(lambda: window.model.queue_filter.product == "plates" and not window.model.loading, timeout=5000)
     products = {window.model.row_at(i).product for i in range(window.model.rowCount())}
@@ -131,11 +138,11 @@ def test_filters_reload_the_queue_and_show_counts(qtbot, window: MainWindow) -> 
     qtbot.waitUntil(lambda: window.model.rowCount() == 1 and window.model.row_at(0).verdict == "ERROR", timeout=5000)
     window.filters.select(verdict=None, state=STATE_ALL)
     qtbot.waitUntil(lambda: window.filters.state.itemText(3).startswith("All ("), timeout=5000)
-    assert window.model.queue_filter.review_state == STATE_ALL and unreviewed == 10
+    assert window.model.queue_filter.review_state == STATE_ALL
 
 
 def test_new_items_from_another_process_appear_live(qtbot, window: MainWindow, config: Config, demo) -> None:
-    window.filters.select(sort=(SORT_TIME, True))  # newest first: new items on top
+    window.filters.select(sort="newest")  # new items on top
     qtbot.waitUntil(lambda: window.model.queue_filter.descending and window.model.rowCount() > 0, timeout=5000)
     before = window.filters.state.itemText(0)
     image = demo.root / "images" / "good_000.png"
@@ -182,23 +189,28 @@ def test_missing_files_show_placeholders_with_the_reason(qtbot, window: MainWind
     assert "scoring failed" in heatmap.placeholder.text()
 
 
-def test_export_of_the_current_filter(qtbot, window: MainWindow, tmp_path: Path) -> None:
+def test_export_of_the_current_filter(qtbot, window: MainWindow, db: Database, tmp_path: Path) -> None:
     with qtbot.waitSignal(window.decisionWritten, timeout=5000):
         press(qtbot, window, Qt.Key.Key_D)
+    window.filters.select(state=STATE_ALL)
+    qtbot.waitUntil(lambda: window.model.queue_filter.review_state == STATE_ALL, timeout=5000)
     target = tmp_path / "export.csv"
     with qtbot.waitSignal(window.exported, timeout=5000) as signal:
         window.export_to(target)
     with target.open(newline="", encoding="utf-8") as handle:
         records = list(csv.DictReader(handle))
-    assert signal.args[0] == len(records) > 10  # all rows of the filter, not just the loaded page
+    expected = list(iter_rows(db, QueueFilter(review_state=STATE_ALL)))
+    assert signal.args[0] == len(records) == len(expected) > 10  # all rows, not just the loaded page
     assert [record["decision"] for record in records].count(DECISION_CONFIRM_DEFECT) == 1
 
 
 def test_statistics_tab_loads_and_answers_what_if(qtbot, window: MainWindow) -> None:
+    product = window.current_row().product
     with qtbot.waitSignal(window.decisionWritten, timeout=5000):
         press(qtbot, window, Qt.Key.Key_D)
     window.tabs.setCurrentWidget(window.stats)
-    qtbot.waitUntil(lambda: window.stats.sample is not None, timeout=5000)
+    window.stats.product.setCurrentText(product)
+    qtbot.waitUntil(lambda: window.stats.sample is not None and bool(window.stats.sample.confirmed), timeout=5000)
     assert "Scored" in window.stats.counts.text()
     window.stats.slider.setValue(150)
     assert "At threshold 1.50" in window.stats.summary.text()
@@ -208,9 +220,10 @@ def test_statistics_tab_loads_and_answers_what_if(qtbot, window: MainWindow) -> 
 def test_screenshot_of_the_main_window(qtbot, window: MainWindow, qapp, tmp_path: Path) -> None:
     apply_theme(qapp)
     qtbot.waitUntil(lambda: "(" in window.filters.state.itemText(0), timeout=5000)
-    ng = next(i for i in range(window.model.rowCount()) if window.model.row_at(i).verdict == VERDICT_NG)
+    rows = [window.model.row_at(i) for i in range(1, window.model.rowCount())]
+    ng = max((row for row in rows if row.verdict == VERDICT_NG), key=lambda row: row.normalized_score)
     with qtbot.waitSignal(window.imagesShown, timeout=5000):
-        window.select_row(ng)
+        window.select_row(window.model.row_of_item(ng.item_id))
     qtbot.wait(100)
     for path in (tmp_path / "main_window.png", SCREENSHOT):
         assert window.grab().save(str(path))

@@ -13,12 +13,14 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QProgressDialog, QWidget
 
+from gui.qt_compat import emit
 from gui.workers import TaskRunner
 from inspectd.config import Config
 from inspectd.naming import validate_product_name
@@ -103,7 +105,8 @@ class FeedbackJobs(QObject):
         dialog.setLabelText(f"Adding {image.name} to the good set of {product}…")
         dialog.show()
         self._runner.submit(
-            lambda: add_to_good_set(self._config, product, image, progress=self.progressed.emit, enroll=self._enroll),
+            lambda: add_to_good_set(self._config, product, image, progress=partial(emit, self.progressed),
+                                    enroll=self._enroll),
             self._done, self._error,
         )
 
@@ -134,8 +137,8 @@ class FeedbackJobs(QObject):
 
     def _done(self, result: FeedbackResult) -> None:
         self._settle()
-        self.finished.emit(result)
+        emit(self.finished, result)
 
     def _error(self, exc: BaseException) -> None:
         self._settle()
-        self.failed.emit(str(exc))
+        emit(self.failed, str(exc))

@@ -15,6 +15,7 @@ from gui.data import (
     STATE_UNREVIEWED,
     QueueFilter,
 )
+from gui.qt_compat import emit
 from inspectd.db import VERDICT_ERROR, VERDICT_NG, VERDICT_OK
 
 STATE_LABELS = {"unreviewed": "Unreviewed", "skipped": "Skipped", "reviewed": "Reviewed", "all": "All"}
@@ -123,7 +124,7 @@ class FilterBar(QWidget):
 
     def _time_changed(self) -> None:
         self._show_custom(self.time.currentData() == "custom")
-        self.changed.emit()
+        emit(self.changed)
 
     def _show_custom(self, visible: bool) -> None:
         for widget in self._custom:

@@ -48,6 +48,7 @@ from gui.export import export_csv
 from gui.feedback import EnrollFn, FeedbackJobs, FeedbackResult, _default_enroll
 from gui.filters import STATE_LABELS, FilterBar
 from gui.images import ItemImages, StoredGeometry, decode_row
+from gui.qt_compat import emit
 from gui.queue_model import QueueModel
 from gui.stats import StatsView
 from gui.viewer import ImageViewer
@@ -267,7 +268,7 @@ class MainWindow(QMainWindow):
 
     def _show(self, images: ItemImages) -> None:
         self.viewer.show_images(images)
-        self.imagesShown.emit(images.item_id)
+        emit(self.imagesShown, images.item_id)
 
     def _rows_changed(self, top_left: QModelIndex, bottom_right: QModelIndex) -> None:
         current = self.table.currentIndex().row()
@@ -315,7 +316,7 @@ class MainWindow(QMainWindow):
 
     def _written(self, outcome: Outcome) -> None:
         self.model.set_reviews({outcome.item_id: outcome.effective})
-        self.decisionWritten.emit(outcome)
+        emit(self.decisionWritten, outcome)
 
     def _write_failed(self, item_id: int, exc: BaseException) -> None:
         self._error(f"Could not save the decision on item {item_id}: {exc}")
@@ -390,7 +391,7 @@ class MainWindow(QMainWindow):
 
         def done(count: int) -> None:
             self.statusBar().showMessage(f"Exported {count:,} rows to {path}", 10000)
-            self.exported.emit(count)
+            emit(self.exported, count)
 
         self.reads.submit(lambda: export_csv(self.db, queue_filter, path), done,
                           lambda exc: self._error(f"Export failed: {exc}"))

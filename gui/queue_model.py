@@ -18,6 +18,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor
 
 from gui.data import SORT_SCORE, QueueFilter, QueueRow
+from gui.qt_compat import emit
 from gui.workers import ImmediateRunner, TaskRunner
 from inspectd.db import DECISION_CONFIRM_DEFECT, DECISION_OVERRULE, DECISION_SKIP, ReviewRecord
 
@@ -183,13 +184,13 @@ class QueueModel(QAbstractTableModel):
                 self._keys.append(self._key(row))
                 self._ids.add(row.item_id)
             self.endInsertRows()
-        self.pageLoaded.emit(len(fresh))
+        emit(self.pageLoaded, len(fresh))
 
     def _page_failed(self, generation: int, exc: BaseException) -> None:
         if generation != self._generation:
             return
         self._loading = False
-        self.loadFailed.emit(str(exc))
+        emit(self.loadFailed, str(exc))
 
     def merge_new(self, rows: Iterable[QueueRow]) -> int:
         """Insert live rows that belong inside the loaded range; returns how many.
@@ -219,7 +220,7 @@ class QueueModel(QAbstractTableModel):
             if position is None or self._rows[position].review == review:
                 continue
             self._rows[position] = self._rows[position].with_review(review)
-            self.dataChanged.emit(self.index(position, 0), self.index(position, len(COLUMNS) - 1))
+            emit(self.dataChanged, self.index(position, 0), self.index(position, len(COLUMNS) - 1))
 
     def _key(self, row: QueueRow) -> tuple[Any, ...]:
         """Ascending key of *row* in the model's order (negated when descending)."""

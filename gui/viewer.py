@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from shiboken6 import Shiboken
 
 from gui.images import ItemImages, Picture
+from gui.qt_compat import emit
 
 ZOOM_STEP = 1.25
 ZOOM_LIMITS = (0.05, 40.0)
@@ -59,18 +60,18 @@ class ZoomView(QGraphicsView):
     def fit(self) -> None:
         self.fitting = True
         self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
-        self.viewChanged.emit()
+        emit(self.viewChanged)
 
     def actual_size(self) -> None:
         self.fitting = False
         self.setTransform(QTransform())
-        self.viewChanged.emit()
+        emit(self.viewChanged)
 
     def zoom_by(self, factor: float) -> None:
         target = min(max(self.zoom * factor, ZOOM_LIMITS[0]), ZOOM_LIMITS[1])
         self.fitting = False
         self.scale(target / self.zoom, target / self.zoom)
-        self.viewChanged.emit()
+        emit(self.viewChanged)
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         steps = event.angleDelta().y() / 120.0

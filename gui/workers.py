@@ -14,6 +14,8 @@ from typing import Any, Generic, TypeVar
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot, Qt
 
+from gui.qt_compat import emit
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -45,9 +47,9 @@ class _Task(QRunnable):
             value = self._work()
         except Exception as exc:  # reported to the GUI, never lost in a thread
             log.debug("background task failed", exc_info=True)
-            self._delivery.arrived.emit(self._on_error, exc)
+            emit(self._delivery.arrived, self._on_error, exc)
         else:
-            self._delivery.arrived.emit(self._on_done, value)
+            emit(self._delivery.arrived, self._on_done, value)
 
 
 def _log_error(exc: BaseException) -> None:
@@ -196,7 +198,7 @@ class PrefetchLoader(QObject):
         def done(value: Any) -> None:
             self._pending.discard(key)
             self._cache.put(key, value)
-            self.loaded.emit(key, value)
+            emit(self.loaded, key, value)
 
         def failed(exc: BaseException) -> None:
             self._pending.discard(key)

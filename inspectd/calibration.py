@@ -77,8 +77,10 @@ def calibrate(good_scores: np.ndarray, alpha: float, *, bad_scores: np.ndarray |
         if mode == "best_f1":
             threshold, method = float(best_f1_threshold(labels, scores)), "best_f1"
         else:
-            # The highest threshold that still catches (1 - target) of the known defects.
-            threshold = float(np.quantile(bad, target_miss_rate, method="lower"))
+            # The highest threshold that still catches (1 - target) of the known defects:
+            # at most floor(target * n) defect scores may fall below it.
+            allowed = math.floor(target_miss_rate * bad.size + 1e-9)
+            threshold = float(np.sort(bad)[min(allowed, bad.size - 1)])
             method = "miss_rate"
     elif mode != "conformal":
         warning = (warning + "; " if warning else "") + f"threshold_mode {mode!r} needs defect images (--bad); used conformal"

@@ -1,0 +1,202 @@
+"""Faults inside the daemon, driven in-process so they can be injected: a full disk,
+a locked database, GPU out of memory, a worker crash, a missing model, a new model
+version, and what happens to source files after scoring."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from daemon_support import PRODUCT, DaemonEnv, copy_as
+from inspectd.config import load_config
+from inspectd.daemon import worker as worker_module
+from inspectd.daemon.service import Daemon
+from inspectd.db import open_database
+from inspectd.enroll import enroll
+from inspectd.model import ProductModel
+from inspectd.synthetic import generate_images
+
+
+def make_daemon(env: DaemonEnv, **daemon_settings) -> Daemon:
+    config = load_config(env.config_path)
+    if daemon_settings:
+        config = dataclasses.replace(config, daemon=dataclasses.replace(config.daemon, **daemon_settings))
+    daemon = Daemon(config, str(env.config_path))
+    daemon.db = open_database(config.database_url)
+    daemon.worker = worker_module.ScoringWorker(config, daemon.db, torch.device("cpu"), daemon.folder_of)
+    return daemon
+
+
+def intake_all(daemon: Daemon) -> None:
+    daemon.reconcile()
+    deadline = time.monotonic() + 10
+    while len(daemon.tracker) and time.monotonic() < deadline:
+        for path, folder, size, mtime in daemon.tracker.ready():
+            from inspectd.daemon.intake import take_in
+
+            take_in(daemon.db, path, folder, size, mtime)
+        time.sleep(0.05)
+
+
+def drain(daemon: Daemon, rounds: int = 50) -> None:
+    for _ in range(rounds):
+        if not daemon._score_batch() and not daemon.db.status_summary().queue_depth:
+            break
+
+
+def test_disk_full_pauses_and_retries_without_losing_items(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(3):
+        copy_as(sample_images[i], daemon_env.drop / f"d{i}.png")
+    daemon = make_daemon(daemon_env)
+    intake_all(daemon)
+    real_save = worker_module.save_heatmap
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(worker_module, "save_heatmap", full_disk)
+    assert daemon._score_batch() is False
+    assert daemon.paused
+    summary = daemon.db.status_summary()
+    assert summary.counts[PRODUCT] == {"pending": 3}
+    monkeypatch.setattr(worker_module, "save_heatmap", real_save)
+    daemon.paused_until = 0.0  # the pause has passed
+    drain(daemon)
+    rows = daemon.db.query_results()
+    assert sorted(Path(r["path"]).name for r in rows) == ["d0.png", "d1.png", "d2.png"]
+    assert all(r["verdict"] in ("OK", "NG") for r in rows)
+
+
+def test_locked_database_is_retried(daemon_env: DaemonEnv, sample_images: list[Path]) -> None:
+    copy_as(sample_images[0], daemon_env.drop / "locked.png")
+    daemon = make_daemon(daemon_env)
+    intake_all(daemon)
+    db_file = daemon_env.database_url.removeprefix("sqlite:///")
+    locked = threading.Event()
+
+    def hold_lock() -> None:  # another process-like writer holds the lock for 1.5 s
+        holder = sqlite3.connect(db_file, timeout=5)
+        holder.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(1.5)
+        holder.rollback()
+        holder.close()
+
+    thread = threading.Thread(target=hold_lock)
+    thread.start()
+    locked.wait(5)
+    started = time.monotonic()
+    drain(daemon)
+    thread.join()
+    rows = daemon.db.query_results()
+    assert len(rows) == 1 and rows[0]["verdict"] in ("OK", "NG")
+    assert time.monotonic() - started >= 1.0  # it waited for the lock instead of failing
+
+
+def test_gpu_out_of_memory_halves_the_batch_then_moves_to_cpu(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(4):
+        copy_as(sample_images[i], daemon_env.drop / f"o{i}.png")
+    daemon = make_daemon(daemon_env)
+    intake_all(daemon)
+    real_score = ProductModel.score_images
+    sizes: list[int] = []
+
+    def out_of_memory_above_one(self, images, names=None, watch=None):
+        sizes.append(len(images))
+        if len(images) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_score(self, images, names, watch)
+
+    monkeypatch.setattr(ProductModel, "score_images", out_of_memory_above_one)
+    drain(daemon)
+    assert sizes[:3] == [4, 2, 1]
+    assert len(daemon.db.query_results()) == 4
+
+
+def test_a_poison_image_gets_an_error_after_max_attempts(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    copy_as(sample_images[0], daemon_env.drop / "fine.png")
+    copy_as(sample_images[1], daemon_env.drop / "poison.png")
+    daemon = make_daemon(daemon_env, max_attempts=2, batch_size=1)
+    intake_all(daemon)
+    real_read = ProductModel.read
+
+    def crash_on_poison(self, path):
+        if Path(path).name == "poison.png":
+            raise RuntimeError("decoder crashed")
+        return real_read(self, path)
+
+    monkeypatch.setattr(ProductModel, "read", crash_on_poison)
+    drain(daemon)
+    rows = {Path(r["path"]).name: r for r in daemon.db.query_results()}
+    assert rows["fine.png"]["verdict"] in ("OK", "NG")
+    assert rows["poison.png"]["verdict"] == "ERROR"
+    assert "failed 2 times" in rows["poison.png"]["error"] and "decoder crashed" in rows["poison.png"]["error"]
+
+
+def test_missing_model_is_an_error_result(daemon_env: DaemonEnv, sample_images: list[Path]) -> None:
+    other = daemon_env.root / "drop_unknown"
+    other.mkdir()
+    daemon_env.config_path.write_text(daemon_env.config_path.read_text()
+                                      + f'\n[[watch]]\npath = "{other}"\nproduct = "nosuchproduct"\n')
+    copy_as(sample_images[0], other / "x.png")
+    daemon = make_daemon(daemon_env)
+    intake_all(daemon)
+    drain(daemon)
+    rows = daemon.db.query_results()
+    assert len(rows) == 1 and rows[0]["verdict"] == "ERROR"
+    assert "no model for product 'nosuchproduct'" in rows[0]["error"]
+
+
+def test_a_newly_enrolled_version_is_used_without_restart(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(load_config(daemon_env.config_path).store_dir, store)
+    daemon_env.config_path.write_text(daemon_env.config_path.read_text().replace(
+        str(load_config(daemon_env.config_path).store_dir), str(store)))
+    monkeypatch.setattr(worker_module, "MODEL_CHECK_SECONDS", 0.0)
+    copy_as(sample_images[0], daemon_env.drop / "first.png")
+    daemon = make_daemon(daemon_env)
+    intake_all(daemon)
+    drain(daemon)
+    more = generate_images(tmp_path / "more", n_good=3, n_defect=0, category="washer", size=(96, 96), seed=9)
+    report = enroll(load_config(daemon_env.config_path), PRODUCT, more[0].parent, add=True)
+    copy_as(sample_images[1], daemon_env.drop / "second.png")
+    intake_all(daemon)
+    drain(daemon)
+    versions = {Path(r["path"]).name: r["model_version"] for r in daemon.db.query_results()}
+    assert versions == {"first.png": "v0001", "second.png": report.version} and report.version == "v0002"
+
+
+@pytest.mark.parametrize("action", ["move", "delete"])
+def test_source_files_are_moved_or_deleted_after_scoring(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                         action: str) -> None:
+    archive = daemon_env.root / "archive"
+    text = daemon_env.config_path.read_text().replace('station = "cam1"', f'station = "cam1"\nafter_scoring = "{action}"'
+                                                      f'\narchive_dir = "{archive}"')
+    daemon_env.config_path.write_text(text)
+    source = copy_as(sample_images[0], daemon_env.drop / "a.png")
+    bad = daemon_env.drop / "bad.png"
+    bad.write_text("junk")
+    daemon = make_daemon(daemon_env)
+    intake_all(daemon)
+    drain(daemon)
+    rows = {Path(r["path"]).name: r for r in daemon.db.query_results()}
+    assert not source.exists()
+    if action == "move":
+        assert rows["a.png"]["image_path"] == str(archive / "a.png") and (archive / "a.png").is_file()
+        assert (archive / "bad.png").is_file()  # failed images are archived too
+    else:
+        assert rows["a.png"]["image_path"] is None
+        assert bad.exists()  # an image that failed to score is never deleted

@@ -58,14 +58,14 @@ def keep_good_image(config: Config, product: str, image: Path) -> Path:
     return target
 
 
-def _default_enroll(*args: Any, **kwargs: Any) -> Any:
+def default_enroll(*args: Any, **kwargs: Any) -> Any:
     from inspectd.enroll import enroll  # imports torch: only when feedback is used
 
     return enroll(*args, **kwargs)
 
 
 def add_to_good_set(config: Config, product: str, image: Path, *, progress: Progress | None = None,
-                    enroll: EnrollFn = _default_enroll) -> FeedbackResult:
+                    enroll: EnrollFn = default_enroll) -> FeedbackResult:
     """Keep *image* as a good image of *product* and extend the product's model with it."""
     kept = keep_good_image(config, product, image)
     with tempfile.TemporaryDirectory(prefix=".feedback-", dir=kept.parent.parent) as staging:
@@ -85,7 +85,7 @@ class FeedbackJobs(QObject):
     finished = Signal(object)  # FeedbackResult
     failed = Signal(str)
 
-    def __init__(self, config: Config, parent: QWidget | None = None, enroll: EnrollFn = _default_enroll) -> None:
+    def __init__(self, config: Config, parent: QWidget | None = None, enroll: EnrollFn = default_enroll) -> None:
         super().__init__(parent)
         self._config, self._enroll, self._parent = config, enroll, parent
         self._runner = TaskRunner(threads=1, parent=self)

@@ -45,7 +45,7 @@ from gui.data import (
 from gui.decisions import Outcome, ReviewWriter, resolve_operator
 from gui.details import DecisionBar, DetailsPanel
 from gui.export import export_csv
-from gui.feedback import EnrollFn, FeedbackJobs, FeedbackResult, _default_enroll
+from gui.feedback import EnrollFn, FeedbackJobs, FeedbackResult, default_enroll
 from gui.filters import STATE_LABELS, FilterBar
 from gui.images import ItemImages, StoredGeometry, decode_row
 from gui.qt_compat import emit
@@ -69,7 +69,7 @@ class MainWindow(QMainWindow):
     imagesShown = Signal(int)  # item id now in the viewer
 
     def __init__(self, config: Config, db: Database, *, operator: str | None = None,
-                 enroll: EnrollFn = _default_enroll, parent: QWidget | None = None) -> None:
+                 enroll: EnrollFn = default_enroll, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.config, self.db = config, db
         self.writer = ReviewWriter(db, operator or resolve_operator(config.review.operator))

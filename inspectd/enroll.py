@@ -93,16 +93,20 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    new_feats, bank_set = _extract(extractor, decoder, bank_paths, settings.batch_size,
-                                   lambda d, t: progress("features", d, t))
-    cal_new, cal_set = _extract(extractor, decoder, cal_paths, settings.batch_size,
-                                lambda d, t: progress("calibration features", d, t))
+    # One pass, bank images first: the split is settled on the images that decode, so
+    # unusable files cannot empty the held-out share (both parts are views, no copy).
+    feats, kept = _extract(extractor, decoder, bank_paths + cal_paths, settings.batch_size,
+                           lambda d, t: progress("features", d, t))
     timings["features"] = time.perf_counter() - clock
-    skipped = bank_set.skipped + cal_set.skipped
-    if not bank_set.paths and not cal_set.paths:
+    skipped = kept.skipped
+    if not kept.paths:
         raise InspectdError(f"none of the {len(paths)} images in {good_dir} can be used: "
                             + "; ".join(f"{Path(n).name}: {r}" for n, r in skipped[:3]))
-    grid = tuple(new_feats.shape[1:3]) if new_feats.shape[0] else tuple(cal_new.shape[1:3])
+    n_bank = len(kept.paths) - _calibration_count(len(kept.paths), settings, adding=parent is not None)
+    new_feats, cal_new = feats[:n_bank], feats[n_bank:]
+    bank_set = _Images(kept.paths[:n_bank], kept.hashes[:n_bank])
+    cal_set = _Images(kept.paths[n_bank:], kept.hashes[n_bank:])
+    grid = tuple(feats.shape[1:3])
 
     clock = time.perf_counter()
     pool, source_patches = _bank_pool(parent, new_feats, grid)
@@ -185,13 +189,18 @@ def _enrolled_hashes(parent: StoredModel | None) -> set[str]:
     return {entry["sha256"] for role in ("bank", "calibration") for entry in images.get(role, [])}
 
 
-def _split(paths: Sequence[Path], settings: ProductSettings, adding: bool) -> tuple[list[Path], list[Path]]:
-    """Seeded split into bank images and held-out calibration images."""
-    n = len(paths)
+def _calibration_count(n: int, settings: ProductSettings, adding: bool) -> int:
+    """How many of n images are held out to calibrate the threshold."""
     n_cal = round(n * settings.calibration_fraction)
     if settings.calibration_fraction > 0 and not adding:
         n_cal = max(1, n_cal)  # a first enrollment needs at least one
-    n_cal = min(n_cal, n - 1)
+    return max(0, min(n_cal, n - 1))
+
+
+def _split(paths: Sequence[Path], settings: ProductSettings, adding: bool) -> tuple[list[Path], list[Path]]:
+    """Seeded split into bank images and held-out calibration images."""
+    n = len(paths)
+    n_cal = _calibration_count(n, settings, adding)
     order = np.random.default_rng(settings.seed).permutation(n)
     return [paths[i] for i in sorted(order[n_cal:])], [paths[i] for i in sorted(order[:n_cal])]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -83,28 +84,27 @@ class ScoreResult:
 class Stopwatch:
     """Adds elapsed milliseconds per stage; synchronises CUDA so GPU time is counted."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, enabled: bool = True):
         self.device = device
+        self.enabled = enabled  # disabled: no timing and no CUDA synchronisation
         self.totals: dict[str, float] = {}
 
-    def __call__(self, stage: str) -> "_Lap":
-        return _Lap(self, stage)
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.totals[stage] = self.totals.get(stage, 0.0) + (time.perf_counter() - start) * 1000.0
 
-
-class _Lap:
-    def __init__(self, watch: Stopwatch, stage: str):
-        self.watch, self.stage = watch, stage
-
-    def __enter__(self) -> None:
-        if self.watch.device.type == "cuda":
-            torch.cuda.synchronize(self.watch.device)
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.watch.device.type == "cuda":
-            torch.cuda.synchronize(self.watch.device)
-        elapsed = (time.perf_counter() - self.start) * 1000.0
-        self.watch.totals[self.stage] = self.watch.totals.get(self.stage, 0.0) + elapsed
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 class Scorer:
@@ -116,7 +116,7 @@ class Scorer:
     def score_features(self, features: torch.Tensor, watch: Stopwatch | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image scores (B,) and anomaly maps (B, H, W) from patch features (B, h, w, D)."""
-        watch = watch or Stopwatch(features.device)
+        watch = watch or Stopwatch(features.device, enabled=False)
         b, h, w, d = features.shape
         features = features.float()
         with watch("search"):
@@ -182,7 +182,7 @@ class ProductModel:
 
     def features(self, images: Sequence[np.ndarray], watch: Stopwatch | None = None) -> torch.Tensor:
         """(B, h, w, D) patch features of images already in the model's geometry."""
-        watch = watch or Stopwatch(self.device)
+        watch = watch or Stopwatch(self.device, enabled=False)
         for image in images:
             if image.shape[:2] != self.input_hw:
                 raise ImageError(f"image of size {image.shape[:2]} does not match the model input {self.input_hw}")

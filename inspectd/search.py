@@ -3,8 +3,13 @@
 `exact_nearest` is the plain fp32 oracle of method.md section 3: the GEMM identity
 ||a||^2 + ||b||^2 - 2ab in chunks, clamped at 0 before the square root.
 
-`BankIndex.nearest` is the fast path, and it returns exact answers. The bank is
-rotated onto its principal axes once; a query compares against the bank in only the
+`BankIndex.nearest` is the fast path. Two strategies, chosen by device:
+
+"half" (CUDA): one half-precision GEMM against the whole bank finds `candidates`
+nearest rows per query, which are then re-checked exactly in fp32. Tensor cores make
+the GEMM cheap, and there is no host synchronisation in it.
+
+"bound" (CPU, exact answers): the bank is rotated onto its principal axes once; a query compares against the bank in only the
 first `search_dim` axes plus one extra coordinate, the norm of the remainder:
 
     ||a - b||^2  =  ||P(a - b)||^2 + ||R(a - b)||^2  >=  ||Pa - Pb||^2 + (||Ra|| - ||Rb||)^2
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 import torch
 
 CHUNK_ELEMENTS = 1 << 21  # query rows x bank rows per block: 8 MB in fp32 stays in cache
+GPU_CHUNK_ELEMENTS = 1 << 27  # on a GPU, large blocks keep the tensor cores busy
+HALF_CANDIDATES = 32
 
 
 def exact_nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None
@@ -50,9 +57,11 @@ class BankIndex:
     """A memory bank resident on a device, with the certified fast search."""
 
     def __init__(self, bank: torch.Tensor, *, search_dim: int = 128, candidates: int = 8,
-                 mode: str = "fast"):
+                 mode: str = "fast", strategy: str = "auto", half_dtype: torch.dtype = torch.float16):
         if mode not in ("fast", "exact"):
             raise ValueError(f"unknown search mode {mode!r}")
+        if strategy not in ("auto", "bound", "half"):
+            raise ValueError(f"unknown search strategy {strategy!r}")
         self.bank = bank.float().contiguous()
         # Distances are translation invariant; centring on the bank mean keeps the
         # norms small, so the GEMM identity loses far less to cancellation in fp32.
@@ -64,8 +73,13 @@ class BankIndex:
         m, d = self.bank.shape
         self.candidates = min(candidates, m)
         self.search_dim = min(search_dim, d)
-        if mode == "fast":
+        if strategy == "auto":
+            strategy = "half" if self.bank.device.type == "cuda" else "bound"
+        self.strategy = strategy
+        if mode == "fast" and strategy == "bound":
             self._build_projection()
+        if mode == "fast" and strategy == "half":
+            self.half_bank = self.centered.to(half_dtype)
 
     @property
     def device(self) -> torch.device:
@@ -97,10 +111,12 @@ class BankIndex:
         queries = queries.float() - self.mean
         if self.mode == "exact":
             return exact_nearest(queries, self.centered, self.bank_sq)
-        rows = max(1, CHUNK_ELEMENTS // max(1, self.bank.shape[0]))
+        block = self._nearest_block if self.strategy == "bound" else self._nearest_block_half
+        chunk = CHUNK_ELEMENTS if self.device.type == "cpu" else GPU_CHUNK_ELEMENTS
+        rows = max(1, chunk // max(1, self.bank.shape[0]))
         dists, indices = [], []
         for start in range(0, queries.shape[0], rows):
-            d, i = self._nearest_block(queries[start:start + rows])
+            d, i = block(queries[start:start + rows])
             dists.append(d)
             indices.append(i)
         return torch.cat(dists), torch.cat(indices)
@@ -110,11 +126,7 @@ class BankIndex:
         centered_sq = queries.square().sum(dim=1, keepdim=True)
         lhs = torch.cat([self._project(queries), centered_sq, torch.ones_like(centered_sq)], dim=1)
         bound_sq, candidate = torch.topk(lhs @ self.bound_rhs, self.candidates, dim=1, largest=False, sorted=False)
-        # Exact squared distances to the candidates: ||b||^2 - 2 b.q + ||q||^2.
-        exact_sq = torch.baddbmm(self.bank_sq[candidate][:, :, None], self.centered[candidate], queries[:, :, None],
-                                 alpha=-2.0).squeeze(2) + centered_sq
-        best_sq, slot = exact_sq.min(dim=1)
-        index = candidate.gather(1, slot[:, None]).squeeze(1)
+        best_sq, index = self._recheck(queries, centered_sq, candidate)
         certified = best_sq <= bound_sq.max(dim=1).values - self.slack
         if self.candidates == self.bank.shape[0]:
             certified[:] = True
@@ -125,6 +137,25 @@ class BankIndex:
             self.stats.uncertified += int(missing.numel())
             dist[missing], index[missing] = exact_nearest(queries[missing], self.centered, self.bank_sq)
         return dist, index
+
+    def _recheck(self, queries: torch.Tensor, queries_sq: torch.Tensor, candidate: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact fp32 squared distance to the best of each query's candidates, and its row."""
+        exact_sq = torch.baddbmm(self.bank_sq[candidate][:, :, None], self.centered[candidate], queries[:, :, None],
+                                 alpha=-2.0).squeeze(2) + queries_sq
+        best_sq, slot = exact_sq.min(dim=1)
+        return best_sq, candidate.gather(1, slot[:, None]).squeeze(1)
+
+    def _nearest_block_half(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidates from a half-precision GEMM, re-checked exactly in fp32."""
+        queries_sq = queries.square().sum(dim=1, keepdim=True)
+        approx = self.bank_sq[None, :] - 2.0 * (queries.to(self.half_bank.dtype) @ self.half_bank.T).float()
+        # Rounding in half precision can reorder near neighbours: re-check more of them.
+        k = min(self.bank.shape[0], max(self.candidates, HALF_CANDIDATES))
+        candidate = torch.topk(approx, k, dim=1, largest=False, sorted=False).indices
+        best_sq, index = self._recheck(queries, queries_sq, candidate)
+        self.stats.queries += queries.shape[0]
+        return best_sq.clamp_(min=0.0).sqrt_(), index
 
     def neighbours_of_bank(self, rows: torch.Tensor, k: int) -> torch.Tensor:
         """Indices (len(rows), k) of the k nearest bank vectors of the given bank rows,

@@ -90,3 +90,29 @@ def test_g_key_overrules_and_feeds_the_model(qtbot, config: Config, db: Database
     assert (good_dir(config, row.product) / row.file_name).is_file()
     assert "v0002" in window.statusBar().currentMessage()
     window.shutdown()
+
+
+def test_real_incremental_enrollment_with_a_tiny_random_model(config: Config, demo, tmp_path: Path) -> None:
+    """The real engine (random resnet18 weights, 64 px): a new version that adds only the new image."""
+    import dataclasses
+    import warnings
+
+    from inspectd.config import ProductSettings
+    from inspectd.enroll import enroll
+    from inspectd.synthetic import generate_images
+    from inspectd.store import ModelStore
+
+    tiny = dataclasses.replace(config, device="cpu", defaults=ProductSettings(
+        backbone="resnet18", weights="random", size=64, embed_dim=64, search="exact"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = enroll(tiny, "tiles", generate_images(tmp_path / "first", 5, 0, size=(64, 64))[0].parent)
+        stages: list[tuple[str, int, int]] = []
+        result = add_to_good_set(tiny, "tiles", demo.root / "images" / "good_007.png",
+                                 progress=lambda *stage: stages.append(stage))
+    assert (first.version, result.version) == ("v0001", "v0002")
+    model = ModelStore(tiny.store_dir).open("tiles", "v0002")
+    assert model.metadata["parent_version"] == "v0001"
+    enrolled = [entry["name"] for role in ("bank", "calibration") for entry in model.metadata["images"][role]]
+    assert enrolled.count("good_007.png") == 1 and len(enrolled) == 6
+    assert stages and stages[0][0] == "features" and stages[0][2] == 1  # only the new image was processed

@@ -219,7 +219,11 @@ def test_statistics_tab_loads_and_answers_what_if(qtbot, window: MainWindow) -> 
 
 def test_screenshot_of_the_main_window(qtbot, window: MainWindow, qapp, tmp_path: Path) -> None:
     apply_theme(qapp)
-    qtbot.waitUntil(lambda: "(" in window.filters.state.itemText(0), timeout=5000)
+    window.decision_bar.tag.setEditText("crack")
+    with qtbot.waitSignals([window.decisionWritten] * 2, timeout=5000):
+        press(qtbot, window, Qt.Key.Key_D)
+        press(qtbot, window, Qt.Key.Key_O)
+    qtbot.waitUntil(lambda: window.filters.state.itemText(2) == "Reviewed (2)", timeout=5000)
     rows = [window.model.row_at(i) for i in range(1, window.model.rowCount())]
     ng = max((row for row in rows if row.verdict == VERDICT_NG), key=lambda row: row.normalized_score)
     with qtbot.waitSignal(window.imagesShown, timeout=5000):
@@ -234,3 +238,4 @@ def test_screenshot_of_the_main_window(qtbot, window: MainWindow, qapp, tmp_path
     assert not window.viewer.image_pane.showing_placeholder
     assert window.viewer.images.outline is not None and not window.viewer.images.outline.isEmpty()
     assert window.model.queue_filter.review_state == STATE_UNREVIEWED
+    assert window.model.data(window.model.index(0, 6)) == "Defect (crack)"

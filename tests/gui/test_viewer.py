@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QPoint
 
 from gui.images import ItemImages, Picture, decode_row, load_picture, outline_path, to_qimage
 from gui.viewer import ImageViewer

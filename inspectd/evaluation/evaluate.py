@@ -1,0 +1,106 @@
+"""Scoring a category's labelled images with a product model and measuring accuracy."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import ImageError
+from ..imageio import Geometry, apply_geometry, read_image
+from ..model import ProductModel
+from .dataset import DatasetError, Sample
+from .measures import Metrics, compute_metrics
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Evaluation:
+    """A scored category. Arrays are aligned with `samples` (the images that could be
+    read); `maps` and `masks` are at the model's input geometry."""
+
+    category: str
+    product: str
+    version: str
+    weights: str
+    threshold: float
+    geometry: Geometry
+    samples: list[Sample]
+    scores: np.ndarray  # (N,) raw anomaly scores
+    maps: np.ndarray  # (N, H, W) float32
+    masks: np.ndarray  # (N, H, W) bool, all zero where there is no mask
+    has_mask: np.ndarray  # (N,) bool: counts for pixel metrics (good, or defect with a mask)
+    metrics: Metrics
+    seconds_per_image: float
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    @property
+    def normalized(self) -> np.ndarray:
+        """Scores divided by the threshold: 1.0 is the decision boundary."""
+        return self.scores / self.threshold
+
+
+def load_mask(path: str, source_hw: tuple[int, int], geometry: Geometry, max_pixels: int) -> np.ndarray:
+    """A mask file (any non-zero pixel is defect) brought to the model's input geometry
+    the way its image is, as bool (H, W). ImageError if it does not fit its image."""
+    mask = read_image(path, max_pixels=max_pixels).max(axis=2) > 0
+    if mask.shape != tuple(source_hw):
+        raise ImageError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {source_hw[1]}x{source_hw[0]}")
+    return apply_geometry(mask.astype(np.float32), geometry, path) > 0.5
+
+
+def evaluate(model: ProductModel, samples: Sequence[Sample], category: str,
+             progress: Progress | None = None) -> Evaluation:
+    """Score every readable sample and compute the category's metrics."""
+    progress = progress or (lambda stage, done, total: None)
+    n, (height, width) = len(samples), model.input_hw
+    maps = np.empty((n, height, width), dtype=np.float32)
+    masks = np.zeros((n, height, width), dtype=bool)
+    has_mask, scores, kept = np.zeros(n, dtype=bool), np.empty(n, dtype=np.float64), []
+    skipped: list[tuple[str, str]] = []
+    notes: list[str] = []
+    scoring_s = 0.0
+    for start in range(0, n, model.settings.batch_size):
+        images = []
+        for sample in samples[start:start + model.settings.batch_size]:
+            try:
+                original, prepared = model.read(sample.path)
+            except ImageError as exc:
+                skipped.append((str(sample.path), str(exc).replace(f"{sample.path}: ", "")))
+                continue
+            row = len(kept)
+            has_mask[row] = sample.label == 0
+            if sample.mask_path is not None:
+                try:
+                    masks[row] = load_mask(str(sample.mask_path), original.shape[:2], model.geometry, model.max_pixels)
+                    has_mask[row] = True
+                except ImageError as exc:
+                    notes.append(f"left out of pixel metrics: {exc}")
+            kept.append(sample)
+            images.append(prepared)
+        clock = time.perf_counter()
+        results = model.score_images(images, [str(s.path) for s in kept[len(kept) - len(images):]])
+        scoring_s += time.perf_counter() - clock
+        for row, result in enumerate(results, start=len(kept) - len(images)):
+            maps[row], scores[row] = result.anomaly_map, result.score
+        progress(f"scoring {category}", min(start + model.settings.batch_size, n), n)
+    if not kept:
+        raise DatasetError(f"{category}: none of the {n} test images could be read"
+                           + (f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
+    k = len(kept)
+    maps, masks, has_mask, scores = (a[:k] if k < n else a for a in (maps, masks, has_mask, scores))
+    labels = np.array([s.label for s in kept], dtype=np.int64)
+    pixel = slice(None) if has_mask.all() else has_mask  # a slice avoids copying the stacks
+    result = compute_metrics(labels, scores, model.threshold, masks[pixel], maps[pixel])
+    return Evaluation(category=category, product=model.product, version=model.version,
+                      weights=model.weights.source, threshold=model.threshold, geometry=model.geometry,
+                      samples=kept, scores=scores, maps=maps, masks=masks, has_mask=has_mask, metrics=result,
+                      seconds_per_image=scoring_s / k, skipped=skipped, notes=notes)

@@ -123,10 +123,8 @@ class StoredGeometry:
 
     def _read(self, product: str, version: str) -> Geometry | None:
         try:
-            data = self._store.open(product, version).metadata["geometry"]
-            return Geometry(resize=data["resize"], size=data["size"], center_crop=data["center_crop"],
-                            roi=tuple(data["roi"]) if data["roi"] else None, resize_hw=tuple(data["resize_hw"]))
-        except (InspectdError, KeyError, TypeError, ValueError):
+            return self._store.open(product, version).geometry()
+        except InspectdError:
             return None  # model not on this machine: stretch the map instead
 
 

@@ -84,7 +84,7 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
     if parent is not None:
         extractor = shared_extractor(settings, WeightsInfo.from_json(parent.metadata["weights"]), device)
         weights_info = WeightsInfo.from_json(parent.metadata["weights"])
-        geometry = _stored_geometry(parent)
+        geometry = parent.geometry()
     else:
         extractor, weights_info = new_extractor(settings, device)
         geometry = _freeze_geometry(geometry_from_settings(settings), paths, config)
@@ -163,12 +163,6 @@ def _settings_for(config: Config, product: str, weights: str | None, parent: Sto
     if weights is not None:
         settings = dataclasses.replace(settings, weights=weights)
     return settings
-
-
-def _stored_geometry(parent: StoredModel) -> Geometry:
-    data = parent.metadata["geometry"]
-    return Geometry(resize=data["resize"], size=data["size"], center_crop=data["center_crop"],
-                    roi=tuple(data["roi"]) if data["roi"] else None, resize_hw=tuple(data["resize_hw"]))
 
 
 def _freeze_geometry(geometry: Geometry, paths: Sequence[Path], config: Config) -> Geometry:

@@ -148,8 +148,7 @@ class ProductModel:
         try:
             self.settings = settings_from_json(meta["settings"])
             self.weights = WeightsInfo.from_json(meta["weights"])
-            self.geometry = Geometry(**{**meta["geometry"], "roi": _tuple(meta["geometry"]["roi"]),
-                                        "resize_hw": _tuple(meta["geometry"]["resize_hw"])})
+            self.geometry = stored.geometry()
             self.calibration = Calibration.from_json(meta["calibration"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"model {self.product} {self.version}: metadata is incomplete ({exc})") from exc
@@ -221,7 +220,3 @@ class ProductModel:
         return {"product": self.product, "version": self.version, "threshold": self.threshold,
                 "bank_size": int(self.index.bank.shape[0]), "backbone": self.settings.backbone,
                 "weights": self.weights.source, "created_at": meta.get("created_at")}
-
-
-def _tuple(value: list | None) -> tuple | None:
-    return tuple(value) if value is not None else None

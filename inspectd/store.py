@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import ModelError
 from .hashing import file_sha256
+from .imageio import Geometry
 from .naming import validate_product_name
 
 METADATA_FILE = "model.json"
@@ -43,6 +44,15 @@ class StoredModel:
     version: str
     path: Path
     metadata: dict
+
+    def geometry(self) -> Geometry:
+        """The frozen input geometry the model was enrolled with."""
+        try:
+            data = self.metadata["geometry"]
+            return Geometry(resize=data["resize"], size=data["size"], center_crop=data["center_crop"],
+                            roi=tuple(data["roi"]) if data["roi"] else None, resize_hw=tuple(data["resize_hw"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"model {self.product} {self.version}: geometry is missing or invalid ({exc})") from exc
 
     def array(self, name: str, mmap: bool = False) -> np.ndarray:
         """Load one recorded array, checking its checksum (skipped when memory-mapped)."""

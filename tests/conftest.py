@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import os
+
 import numpy as np
 import pytest
+import torch
 
 from inspectd.config import Config, load_config
 from inspectd.synthetic import DatasetSpec, generate_dataset
@@ -34,6 +37,12 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 }
 SESSION_PRODUCT = "tiles"
 SOURCE_HW = (128, 128)
+
+
+# One intra-op thread: this suite's tensors are small, and on a busy 2-core machine two
+# OpenMP threads spin against other processes (measured: enrollment 2 s -> 8-26 s).
+TORCH_THREADS = int(os.environ.get("INSPECTD_TEST_THREADS", "1"))
+torch.set_num_threads(TORCH_THREADS)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -158,10 +158,10 @@ def test_new_items_from_another_process_appear_live(qtbot, window: MainWindow, c
     done = subprocess.run([sys.executable, "-c", script, config.database_url, str(image)],
                           capture_output=True, text=True, timeout=60, check=True)
     new_id = int(done.stdout.strip())
-    qtbot.waitUntil(lambda: window.model.row_of_item(new_id) is not None, timeout=2500)
+    qtbot.waitUntil(lambda: window.model.row_of_item(new_id) is not None, timeout=4000)  # polled every 0.2 s
     assert window.model.row_of_item(new_id) == 0
     assert window.model.row_at(0).model_version == "v0009"
-    qtbot.waitUntil(lambda: window.filters.state.itemText(0) != before, timeout=2500)
+    qtbot.waitUntil(lambda: window.filters.state.itemText(0) != before, timeout=4000)
     assert window.filters.station.findData("line7") >= 0
 
 

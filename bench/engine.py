@@ -50,7 +50,8 @@ def pick_images(args: argparse.Namespace, workdir: Path) -> tuple[list[Path], li
         train = list_images(BSDATA / "train/good")[: args.n_train]
         test = (list_images(BSDATA / "test/good") + list_images(BSDATA / "test/pitting"))[:: 4][: args.n_test]
         return train, test
-    files = generate_images(workdir / "gen", args.n_train + args.n_test, 0, size=(256, 256), seed=0)
+    files = generate_images(workdir / "gen", args.n_train + args.n_test, 0, size=(256, 256), seed=0,
+                            category="washer")
     return files[: args.n_train], files[args.n_train:]
 
 
@@ -133,6 +134,7 @@ def main() -> int:
     parser.add_argument("--weights", default="random")
     parser.add_argument("--backbone", default="wide_resnet50_2")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--enroll-only", action="store_true", help="measure enrollment (time, memory) only")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
@@ -144,6 +146,9 @@ def main() -> int:
                                    coreset_ratio=0.1, calibration_fraction=0.1)
         config = Config(store_dir=workdir / "models", device=str(device), defaults=settings)
         bench_enroll(config, train, workdir)
+        if args.enroll_only:
+            print(f"peak RSS {peak_rss_mb():.0f} MB")
+            return 0
         bench_score(config, test, device)
         if device.type == "cuda":
             bench_gpu_throughput(config, device)

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if args.product and len(categories) > 1:
         raise UsageError("eval: --product needs a single category; a folder of categories uses the folder names")
     device = resolve_device(config.device)
-    bar = ProgressBar()
+    bar = ProgressBar(sys.stderr)  # not the default: it is bound to the stderr of import time
     try:
         evaluations = [_evaluate_category(args, config, category, device, bar) for category in categories]
     finally:

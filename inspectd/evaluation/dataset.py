@@ -78,12 +78,8 @@ def discover(root: Path) -> tuple[list[Category], list[str]]:
 def load_category(root: Path, layout: str, name: str) -> Category:
     """List a category's labelled images and their masks."""
     if layout == MVTEC:
-        samples = [Sample(path, int(folder.name != GOOD_CLASS), folder.name,
-                          None if folder.name == GOOD_CLASS else find_mask(root / "ground_truth" / folder.name, path))
-                   for folder in sorted((root / "test").iterdir()) if folder.is_dir() and not folder.name.startswith(".")
-                   for path in list_images(folder)]
         train = root / "train" / GOOD_CLASS
-        category = Category(name, root, layout, tuple(samples), train if train.is_dir() else None)
+        category = Category(name, root, layout, tuple(_mvtec_samples(root)), train if train.is_dir() else None)
     else:
         goods = [Sample(path, 0, GOOD_CLASS) for path in list_images(root / GOOD_CLASS)]
         bads = [Sample(path, 1, PLAIN_DEFECT_CLASS, find_mask(root / "masks", path))
@@ -92,6 +88,18 @@ def load_category(root: Path, layout: str, name: str) -> Category:
     if not category.samples:
         raise DatasetError(f"{root}: no test images ({LAYOUT_HELP})")
     return category
+
+
+def _mvtec_samples(root: Path) -> list[Sample]:
+    samples = []
+    for folder in sorted((root / "test").iterdir()):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        good = folder.name == GOOD_CLASS
+        masks = root / "ground_truth" / folder.name
+        samples += [Sample(path, int(not good), folder.name, None if good else find_mask(masks, path))
+                    for path in list_images(folder)]
+    return samples
 
 
 def find_mask(folder: Path, image: Path) -> Path | None:

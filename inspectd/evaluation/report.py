@@ -91,8 +91,10 @@ def _category_section(folder: Path, prefix: str, ev: Evaluation, max_pixels: int
             f"images ({m.n_pixel_images} with masks for pixel metrics); "
             f"{ev.seconds_per_image * 1000:.1f} ms per image</p><ul>{notes}</ul>"
             f'<div class="plots"><img src="{roc_name}" alt="ROC curve"><img src="{hist_name}" alt="histograms"></div>'
-            f"<h3>Worst false alarms (highest-scoring good images)</h3>{_examples(folder, prefix, 'fa', ev, goods, max_pixels)}"
-            f"<h3>Worst misses (lowest-scoring defect images)</h3>{_examples(folder, prefix, 'miss', ev, defects, max_pixels)}")
+            "<h3>Worst false alarms (highest-scoring good images)</h3>"
+            + _examples(folder, prefix, "fa", ev, goods, max_pixels)
+            + "<h3>Worst misses (lowest-scoring defect images)</h3>"
+            + _examples(folder, prefix, "miss", ev, defects, max_pixels))
 
 
 def _groups(ev: Evaluation, normalized: np.ndarray) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ from inspectd.model import NG, OK, ProductModel
 from inspectd.store import ModelStore
 from inspectd.synthetic import generate_images
 
-from conftest import SOURCE_HW, copy_images
+from engine_support import SOURCE_HW, copy_images
 
 pytestmark = pytest.mark.slow
 

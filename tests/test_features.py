@@ -310,6 +310,7 @@ def test_extractor_matches_reference_pipeline(r18_trunk: Trunk) -> None:
     torch.testing.assert_close(extractor(tensor), expected, rtol=1e-4, atol=1e-5)
 
 
+@slow
 def test_unknown_aggregation(r18_trunk: Trunk) -> None:
     with pytest.raises(ValueError, match="aggregation"):
         PatchFeatureExtractor(r18_trunk, "median", 32)

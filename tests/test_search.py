@@ -62,6 +62,22 @@ def test_fast_path_equals_exact(kind: str, search_dim: int, candidates: int) -> 
     assert index.stats.queries == queries.shape[0]
 
 
+@pytest.mark.parametrize("kind", sorted(DATA))
+@pytest.mark.parametrize("half_dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_strategy_matches_exact(kind: str, half_dtype: torch.dtype) -> None:
+    """The GPU strategy (half-precision candidates, fp32 re-check), run on the CPU."""
+    bank, queries = DATA[kind](0, 700), DATA[kind](1, 4 * 96)
+    index = BankIndex(bank, candidates=8, strategy="half", half_dtype=half_dtype)
+    assert index.strategy == "half"
+    check_same(queries, index)
+
+
+def test_unknown_strategy() -> None:
+    with pytest.raises(ValueError, match="strategy"):
+        BankIndex(gaussian(0, 10, 4), strategy="lsh")
+    assert BankIndex(gaussian(0, 10, 4)).strategy == "bound"  # the CPU default
+
+
 def test_exact_oracle_against_brute_force() -> None:
     bank, queries = clustered(3, 500), clustered(4, 300)
     dist, idx = exact_nearest(queries, bank)
@@ -78,6 +94,17 @@ def test_exact_distance_is_clamped_at_zero() -> None:
     assert torch.equal(idx, torch.arange(50))
     fast, _ = BankIndex(bank, search_dim=8, candidates=4).nearest(bank)
     assert torch.isfinite(fast).all() and (fast >= 0).all()
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_index_is_precise_far_from_the_origin(mode: str) -> None:
+    """Features with a large common offset (post-ReLU CNN features are all positive):
+    the index works on centred vectors, so the GEMM identity keeps its precision."""
+    bank = 1000 + gaussian(5, 200, 32)
+    queries = bank[:50] + 0.01 * gaussian(6, 50, 32)
+    dist, idx = BankIndex(bank, search_dim=8, candidates=4, mode=mode).nearest(queries)
+    assert torch.equal(idx, torch.arange(50))
+    torch.testing.assert_close(dist, torch.linalg.vector_norm(queries - bank[:50], dim=1), rtol=0.05, atol=2e-3)
 
 
 def test_certified_queries_on_feature_like_data() -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 ProgressFn = Callable[[int, int], None]
+MAX_POINTS_PER_RUN = 1 << 18  # 262,144 patches: about 330 images at 224 px
 
 
 def coreset_size(n_points: int, ratio: float, count: int | None) -> int:
@@ -53,20 +54,39 @@ def _as_tensor(block: torch.Tensor | np.ndarray, device: torch.device) -> torch.
 
 def select_coreset(features: torch.Tensor | np.ndarray, n_select: int, *, projection_dim: int = 128,
                    seed: int = 0, device: torch.device | str = "cpu", method: str = "auto",
-                   progress: ProgressFn | None = None) -> np.ndarray:
-    """Indices (sorted by selection order) of `n_select` greedy k-center points."""
+                   max_points_per_run: int = MAX_POINTS_PER_RUN, progress: ProgressFn | None = None) -> np.ndarray:
+    """Indices of `n_select` greedy k-center points (in selection order per run).
+
+    Greedy k-center costs about N x n_select. Above `max_points_per_run` points the
+    features are cut into contiguous runs (groups of images) and each run contributes
+    its share of the coreset: k-center coresets compose, so the union covers the
+    whole set, and the cost grows linearly with the number of images instead.
+    """
+    if method not in ("auto", "dense", "pruned"):
+        raise ValueError(f"unknown coreset method {method!r}")
     device = torch.device(device)
-    points = project(features, projection_dim, seed, device)
-    n = points.shape[0]
+    n = features.shape[0]
     n_select = max(1, min(n, n_select))
-    start = int(np.random.default_rng(seed).integers(n))
+    runs = max(1, math.ceil(n / max_points_per_run))
+    bounds = np.linspace(0, n, runs + 1).round().astype(int)
+    chosen = []
+    done = 0
+    for run, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        share = max(1, round(n_select * (hi - lo) / n)) if run < runs - 1 else n_select - done
+        share = max(1, min(hi - lo, share))
+        points = project(features[lo:hi], projection_dim, seed, device)
+        chosen.append(lo + _greedy(points, share, seed + run, method, progress))
+        done += share
+    return np.concatenate(chosen)
+
+
+def _greedy(points: torch.Tensor, n_select: int, seed: int, method: str, progress: ProgressFn | None) -> np.ndarray:
+    start = int(np.random.default_rng(seed).integers(points.shape[0]))
     if method == "auto":
-        method = "dense" if device.type == "cuda" else "pruned"
+        method = "dense" if points.device.type == "cuda" else "pruned"
     if method == "dense":
         return greedy_dense(points, n_select, start, progress)
-    if method == "pruned":
-        return greedy_pruned(points, n_select, start, progress)
-    raise ValueError(f"unknown coreset method {method!r}")
+    return greedy_pruned(points, n_select, start, progress)
 
 
 def _sq_dist_to(points: torch.Tensor, center: torch.Tensor) -> torch.Tensor:

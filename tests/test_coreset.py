@@ -143,3 +143,17 @@ def test_float16_and_memmap_inputs(tmp_path: Path) -> None:
     # chunked projection of a memmap reads it block by block
     torch.testing.assert_close(project(readonly, 8, seed=2, device=CPU, chunk=100),
                                project(data16.astype(np.float32), 8, seed=2, device=CPU), rtol=1e-6, atol=1e-5)
+
+
+def test_large_sets_are_selected_in_runs_that_compose() -> None:
+    """Above max_points_per_run the set is cut into runs; the union still covers the
+    whole set nearly as well as one greedy run, with exactly n_select distinct points."""
+    data = torch.from_numpy(clustered(4, n=3000, d=32, clusters=30))
+    whole = select_coreset(data, 300, projection_dim=32, seed=0)
+    runs = select_coreset(data, 300, projection_dim=32, seed=0, max_points_per_run=800)
+    assert len(runs) == 300 and len(np.unique(runs)) == 300
+    assert runs.min() >= 0 and runs.max() < 3000
+    # each run picks its share from its own slice
+    assert np.all(np.histogram(runs, bins=[0, 750, 1500, 2250, 3000])[0] == 75)
+    assert covering_radius(data, runs) <= 2.0 * covering_radius(data, whole)
+    assert covering_radius(data, runs) < covering_radius(data, np.arange(300) * 10)

@@ -82,8 +82,8 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
     if not paths:
         raise InspectdError(f"no images (PNG, JPEG, BMP, TIFF) in {good_dir}")
     if parent is not None:
-        extractor = shared_extractor(settings, WeightsInfo.from_json(parent.metadata["weights"]), device)
         weights_info = WeightsInfo.from_json(parent.metadata["weights"])
+        extractor = shared_extractor(settings, weights_info, device)
         geometry = parent.geometry()
     else:
         extractor, weights_info = new_extractor(settings, device)
@@ -109,32 +109,15 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
     grid = tuple(feats.shape[1:3])
 
     clock = time.perf_counter()
-    pool, source_patches = _bank_pool(parent, new_feats, grid)
-    count = coreset_size(source_patches, settings.coreset_ratio, settings.coreset_count)
-    count = min(count, pool.shape[0])
-    chosen = select_coreset(pool, count, projection_dim=settings.coreset_projection_dim, seed=settings.seed,
-                            device=device, progress=lambda d, t: progress("coreset", d, t))
-    bank = pool[torch.from_numpy(np.sort(chosen))].float()
+    bank, source_patches = _choose_bank(parent, new_feats, settings, device, progress)
     timings["coreset"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    scorer = Scorer(BankIndex(bank.to(device), search_dim=settings.search_dim,
-                              candidates=settings.search_candidates, mode=settings.search),
-                    settings, geometry.input_hw)
     cal_feats = _calibration_pool(parent, cal_new)
-    if cal_feats.shape[0] == 0:
-        raise InspectdError("no held-out good images to calibrate the threshold: enroll at least 2 images "
-                            "with calibration_fraction > 0")
-    good_scores = scorer.image_scores(cal_feats)
-    bad_scores = None
-    bad_count = 0
-    if bad_dir is not None:
-        bad_feats, bad_set = _extract(extractor, _Decoder(geometry, config, set()), list_images(bad_dir),
-                                      settings.batch_size, lambda d, t: progress("defect images", d, t))
-        bad_scores = scorer.image_scores(bad_feats)
-        bad_count = len(bad_set.paths)
-    calibration = calibrate(good_scores, settings.false_alarm_rate, bad_scores=bad_scores,
-                            mode=settings.threshold_mode, target_miss_rate=settings.target_miss_rate)
+    calibration, bad_count = _calibrate(Scorer(BankIndex(bank.to(device), search_dim=settings.search_dim,
+                                                         candidates=settings.search_candidates,
+                                                         mode=settings.search), settings, geometry.input_hw),
+                                        cal_feats, bad_dir, extractor, geometry, config, settings, progress)
     timings["calibration"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - started
 
@@ -152,6 +135,36 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
         bank_images=len(bank_set.paths), calibration_images=len(cal_set.paths), bad_images=bad_count,
         skipped=skipped, bank_size=int(bank.shape[0]), feature_dim=int(bank.shape[1]),
         calibration=calibration, timings_s=timings, warnings=warnings)
+
+
+def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: ProductSettings,
+                 device: torch.device, progress: Progress) -> tuple[torch.Tensor, int]:
+    """The coreset memory bank (float32) and how many patches it stands for."""
+    pool, source_patches = _bank_pool(parent, new_feats)
+    count = min(coreset_size(source_patches, settings.coreset_ratio, settings.coreset_count), pool.shape[0])
+    chosen = select_coreset(pool, count, projection_dim=settings.coreset_projection_dim, seed=settings.seed,
+                            device=device, progress=lambda d, t: progress("coreset", d, t))
+    return pool[torch.from_numpy(np.sort(chosen))].float(), source_patches
+
+
+def _calibrate(scorer: Scorer, cal_feats: torch.Tensor, bad_dir: str | Path | None,
+               extractor: PatchFeatureExtractor, geometry: Geometry, config: Config, settings: ProductSettings,
+               progress: Progress) -> tuple[Calibration, int]:
+    """Threshold from the held-out good images' scores (and known defects, if given)."""
+    if cal_feats.shape[0] == 0:
+        raise InspectdError("no held-out good images to calibrate the threshold: enroll at least 2 images "
+                            "with calibration_fraction > 0")
+    good_scores = scorer.image_scores(cal_feats)
+    bad_scores = None
+    bad_count = 0
+    if bad_dir is not None:
+        bad_feats, bad_set = _extract(extractor, _Decoder(geometry, config, set()), list_images(bad_dir),
+                                      settings.batch_size, lambda d, t: progress("defect images", d, t))
+        bad_scores = scorer.image_scores(bad_feats)
+        bad_count = len(bad_set.paths)
+    calibration = calibrate(good_scores, settings.false_alarm_rate, bad_scores=bad_scores,
+                            mode=settings.threshold_mode, target_miss_rate=settings.target_miss_rate)
+    return calibration, bad_count
 
 
 def _settings_for(config: Config, product: str, weights: str | None, parent: StoredModel | None) -> ProductSettings:
@@ -262,7 +275,7 @@ def _grid_of(extractor: PatchFeatureExtractor, geometry: Geometry) -> tuple[int,
     return probe.shape[1], probe.shape[2]
 
 
-def _bank_pool(parent: StoredModel | None, new_feats: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, int]:
+def _bank_pool(parent: StoredModel | None, new_feats: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Candidate vectors for the coreset (float16, flat) and how many patches they stand for."""
     flat = new_feats.reshape(-1, new_feats.shape[-1])
     if parent is None:

@@ -98,7 +98,7 @@ def print_table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> None
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return "n/a" if value != value else f"{value:.4f}"  # nan: not applicable
     return "" if value is None else str(value)
 
 

@@ -188,7 +188,7 @@ def apply_geometry(image: np.ndarray, geometry: Geometry, name: str = "") -> np.
         aspect, enrolled = image.shape[1] / image.shape[0], target_w / target_h
         if abs(aspect - enrolled) > 0.05 * enrolled:
             raise ImageError(f"{name}: aspect ratio {aspect:.3f} differs from the product's {enrolled:.3f}")
-    shrinking = image.shape[0] > target_h
+    shrinking = image.shape[0] * image.shape[1] > target_h * target_w
     image = cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     if geometry.center_crop is not None:
         out_h, out_w = geometry.input_hw

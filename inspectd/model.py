@@ -18,6 +18,7 @@ from .calibration import Calibration
 from .config import ProductSettings
 from .errors import ImageError, ModelError
 from .features import PatchFeatureExtractor
+from .hashing import file_sha256
 from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Geometry, apply_geometry, read_image
 from .scoring import anomaly_maps, reweighted_scores
 from .search import BankIndex
@@ -26,6 +27,7 @@ from .store import ModelStore, StoredModel
 OK, NG = "OK", "NG"
 
 _extractors: dict[str, PatchFeatureExtractor] = {}
+_new_trunks: dict[str, WeightsInfo] = {}  # weights source as configured -> what it resolved to
 _extractors_lock = threading.Lock()
 
 
@@ -58,11 +60,22 @@ def shared_extractor(settings: ProductSettings, weights: WeightsInfo, device: to
 
 
 def new_extractor(settings: ProductSettings, device: torch.device) -> tuple[PatchFeatureExtractor, WeightsInfo]:
-    """The extractor for a new enrollment, from the settings' weights source."""
+    """The extractor for a new enrollment, from the settings' weights source. A
+    process that enrolls several products builds each backbone once."""
+    source = settings.weights
+    if source not in ("imagenet", "random"):
+        source = f"{source}:{file_sha256(source)}" if Path(source).is_file() else source
+    key = json.dumps([settings.backbone, settings.layers, source, settings.weights_seed, settings.aggregation,
+                      settings.embed_dim, str(device)])
+    with _extractors_lock:
+        if key in _new_trunks:
+            weights = _new_trunks[key]
+            return _extractors[_extractor_key(settings, weights, device)], weights
     trunk, weights = build_trunk(settings.backbone, settings.layers, settings.weights, settings.weights_seed)
     extractor = PatchFeatureExtractor(trunk, settings.aggregation, settings.embed_dim).to(device)
     with _extractors_lock:
         extractor = _extractors.setdefault(_extractor_key(settings, weights, device), extractor)
+        _new_trunks[key] = weights
     return extractor, weights
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 
 class ProgressBar:
-    def __init__(self, stream=sys.stderr, width: int = 30):
-        self.stream, self.width = stream, width
-        self.interactive = stream.isatty()
+    def __init__(self, stream: TextIO | None = None, width: int = 30):
+        # Looked up now, not at import: tests and callers may have replaced sys.stderr.
+        self.stream, self.width = stream or sys.stderr, width
+        self.interactive = self.stream.isatty()
         self.stage = ""
         self.last = 0.0
 

@@ -12,33 +12,19 @@ CLI tests.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from engine_support import (  # noqa: F401  (re-exported for older imports)
-    ENGINE_DEFAULTS, SESSION_PRODUCT, SOURCE_HW, Enrolled, LabelledSet, copy_images, load_eval_set, toml_table,
-    toml_value, write_config)
+from engine_support import SESSION_PRODUCT, SOURCE_HW, Enrolled, LabelledSet, load_eval_set, write_config
 from inspectd.config import Config, load_config
 from inspectd.synthetic import DatasetSpec, generate_dataset
 
 # One intra-op thread: this suite's tensors are small, and on a busy 2-core machine two
 # OpenMP threads spin against other processes (measured: enrollment 2 s -> 8-26 s).
 torch.set_num_threads(int(os.environ.get("INSPECTD_TEST_THREADS", "1")))
-
-
-_THIS = sys.modules[__name__]
-
-
-def pytest_collectstart(collector: pytest.Collector) -> None:
-    # tests/daemon and tests/gui have their own conftest.py, and the last one imported
-    # owns the module name "conftest": give test modules in this folder this one back
-    # for `from conftest import ...` (better: import from engine_support).
-    if isinstance(collector, pytest.Module) and collector.path.parent == Path(__file__).parent:
-        sys.modules["conftest"] = _THIS
 
 
 def pytest_configure(config: pytest.Config) -> None:

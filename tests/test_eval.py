@@ -30,7 +30,7 @@ from inspectd.model import ProductModel
 from inspectd.store import ModelStore
 from inspectd.synthetic import DatasetSpec, generate_dataset, generate_images
 
-from conftest import write_config
+from engine_support import write_config
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,10 @@ from .worker import DiskFullError, ScoringWorker
 
 log = logging.getLogger(__name__)
 MIN_WAIT = 0.01
-MAX_WAIT = 1.0
+MAX_WAIT = 5.0
+# Only this daemon adds items, so it knows when there is work; an idle daemon still
+# looks at the queue this often, in case items were returned by another process.
+IDLE_CLAIM_SECONDS = 30.0
 STATUS_SECONDS = 10.0
 DATABASE_PAUSE = 5.0
 DISK_FULL_PAUSE = (5.0, 60.0)  # first pause and the cap of the doubling back-off
@@ -43,6 +46,7 @@ class Daemon:
         self.tracker = SettleTracker(config.daemon.settle_seconds)
         self.watcher = FolderWatcher(config.watch, config.daemon.poll_seconds)
         self.paused_until = 0.0
+        self.work_pending = True  # pending items from before a restart are claimed first
         self.disk_pause = DISK_FULL_PAUSE[0]
         self.scored = 0
 
@@ -91,23 +95,26 @@ class Daemon:
         next_status = 0.0
         watchdog = sdnotify.watchdog_interval()
         next_ping = 0.0
-        busy = True
+        last_claim = 0.0
         while not self.stop_requested:
             now = time.monotonic()
-            wait = 0.0 if busy else self._wait_time(now, next_reconcile)
+            ready_to_score = self.work_pending and not self.paused
+            wait = 0.0 if ready_to_score else self._wait_time(now, next_reconcile)
             for path, folder in self.watcher.drain(wait):
                 self.tracker.touch(path, folder)
             try:
                 for path, folder, size, mtime_ns in self.tracker.ready():
-                    take_in(self.db, path, folder, size, mtime_ns)
-                busy = self._score_batch()
+                    if take_in(self.db, path, folder, size, mtime_ns) is not None:
+                        self.work_pending = True
+                if (self.work_pending and not self.paused) or time.monotonic() - last_claim > IDLE_CLAIM_SECONDS:
+                    last_claim = time.monotonic()
+                    self._score_batch()
             except DatabaseError as exc:
                 # The db layer already retried with back-off; files not taken in are
                 # found again by the next reconciliation.
                 log.error("database unavailable: %s; retrying in %.0f s", exc, DATABASE_PAUSE)
                 sdnotify.status(f"database unavailable: {exc}")
                 time.sleep(DATABASE_PAUSE)
-                busy = False
             now = time.monotonic()
             if now >= next_reconcile:
                 self.reconcile()
@@ -126,7 +133,8 @@ class Daemon:
 
     def _wait_time(self, now: float, next_reconcile: float) -> float:
         """How long to block for events: until a settling file is due, the next
-        reconciliation, or at most MAX_WAIT (so an idle daemon stays idle)."""
+        reconciliation, the end of a pause, or at most MAX_WAIT (so an idle daemon
+        stays idle); a new file's event ends the wait at once."""
         due = self.tracker.next_due(now)
         wait = min(MAX_WAIT, next_reconcile - now, self.paused_until - now if self.paused else MAX_WAIT)
         if due is not None:
@@ -141,6 +149,7 @@ class Daemon:
         """Score one batch; True when there may be more pending work right away."""
         if self.paused:
             return False
+        self.work_pending = False
         limit = self.config.daemon.batch_size
         try:
             claimed = self.worker.run_once(limit)
@@ -149,11 +158,13 @@ class Daemon:
             sdnotify.status(f"PAUSED: {exc}")
             self.paused_until = time.monotonic() + self.disk_pause
             self.disk_pause = min(DISK_FULL_PAUSE[1], self.disk_pause * 2)
+            self.work_pending = True  # the items went back to the queue
             return False
         if claimed:
             self.disk_pause = DISK_FULL_PAUSE[0]
         self.scored += claimed
-        return claimed >= limit
+        self.work_pending = claimed >= limit
+        return self.work_pending
 
     def reconcile(self) -> None:
         """Scan every folder for files not yet recorded (arrived while down, or events lost)."""

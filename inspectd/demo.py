@@ -24,6 +24,10 @@ IMAGE_SIZE = (256, 256)
 
 
 def write_config(workdir: Path, weights: str) -> Path:
+    # Without ImageNet weights, the shallow layers of a small network separate the
+    # sample defects far better than deep random features; with them, the defaults.
+    backbone = ('backbone = "resnet18"\nlayers = ["layer1", "layer2"]\nembed_dim = 384\ncoreset_ratio = 0.05\n'
+                if weights == "random" else "")
     drop_lines = "\n".join(
         f'[[watch]]\npath = "drop/{product}"\nproduct = "{product}"\nstation = "{station}"\n'
         for product, station in PRODUCTS.items())
@@ -35,9 +39,10 @@ enroll_dir = "enroll"
 device = "auto"
 
 [defaults]
-weights = "{weights}"
+{backbone}weights = "{weights}"
 size = 224
 false_alarm_rate = 0.1
+calibration_fraction = 0.25
 
 [daemon]
 settle_seconds = 0.5

@@ -79,8 +79,7 @@ class Daemon:
         self.watcher.start()
         self.reconcile()
         sdnotify.ready()
-        log.info("inspectd running on %s: %d folders, database %s", device, len(self.config.watch),
-                 self.db.url if hasattr(self.db, "url") else "")
+        log.info("inspectd running on %s: %d folders, database %s", device, len(self.config.watch), self.db.url)
         try:
             self._loop()
         finally:

@@ -138,6 +138,10 @@ class ModelStore:
                 _fsync_dir(staging)
                 os.rename(staging, folder / version)
                 _fsync_dir(folder)
+        except OSError as exc:  # a full disk or lost permissions: nothing half-written stays
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ModelError(f"cannot write model {product} to {folder}: {exc.strerror or exc}; "
+                             "no new version was written") from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

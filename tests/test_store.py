@@ -67,7 +67,7 @@ def test_crash_during_write_leaves_nothing(store: ModelStore, monkeypatch: pytes
         return real_save(*args, **kwargs)
 
     monkeypatch.setattr(np, "save", failing_save)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(ModelError, match="cannot write model bolt.*No space.*no new version"):
         store.write("bolt", {}, arrays())
     assert len(calls) == 2
     assert store.versions("bolt") == ["v0001"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from .errors import ConfigError, ProductNameError
+from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from .naming import validate_product_name
 
 SYSTEM_CONFIG = Path("/etc/inspectd/config.toml")
@@ -140,8 +141,8 @@ class ReviewSettings:
 
 @dataclass(frozen=True)
 class ImageLimits:
-    max_bytes: int = 256 * 1024 * 1024
-    max_pixels: int = 100_000_000
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         _check(self.max_bytes > 0, "max_bytes", "must be > 0")

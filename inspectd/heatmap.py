@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from io import BytesIO
 from pathlib import Path
 
 import cv2
@@ -58,8 +59,6 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def write_map(path: Path, anomaly_map: np.ndarray) -> None:
     """Save the raw anomaly map (float16 .npy, no pickle) atomically."""
-    from io import BytesIO
-
     buffer = BytesIO()
     np.save(buffer, anomaly_map.astype(np.float16), allow_pickle=False)
     _write_atomic(path, buffer.getvalue())

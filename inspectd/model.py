@@ -18,7 +18,6 @@ from .calibration import Calibration
 from .config import ProductSettings
 from .errors import ImageError, ModelError
 from .features import PatchFeatureExtractor
-from .hashing import file_sha256
 from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Geometry, apply_geometry, read_image
 from .scoring import anomaly_maps, reweighted_scores
 from .search import BankIndex
@@ -63,8 +62,9 @@ def new_extractor(settings: ProductSettings, device: torch.device) -> tuple[Patc
     """The extractor for a new enrollment, from the settings' weights source. A
     process that enrolls several products builds each backbone once."""
     source = settings.weights
-    if source not in ("imagenet", "random"):
-        source = f"{source}:{file_sha256(source)}" if Path(source).is_file() else source
+    if source not in ("imagenet", "random") and Path(source).is_file():
+        stat = Path(source).stat()  # a replaced file is a new key; build_trunk hashes it once
+        source = f"{source}:{stat.st_size}:{stat.st_mtime_ns}"
     key = json.dumps([settings.backbone, settings.layers, source, settings.weights_seed, settings.aggregation,
                       settings.embed_dim, str(device)])
     with _extractors_lock:

@@ -36,27 +36,31 @@ def archive_target(folder: WatchFolder, path: Path) -> Path:
     return target
 
 
-def after_scoring(folder: WatchFolder | None, path: Path, *, planned_only: bool = False,
-                  failed: bool = False) -> Path | None:
-    """Keep, move or delete the source image as the folder says; returns where the
-    image is afterwards (None once deleted). With planned_only nothing is touched.
-    Images that failed to score are never deleted: they are kept (or archived)."""
+def destination(folder: WatchFolder | None, path: Path, *, failed: bool = False) -> Path | None:
+    """Where the source image will be after scoring, as the folder says: the same path
+    (keep), an archive path (move) or None (delete). Images that failed to score are
+    never deleted: they are kept (or archived)."""
     action = folder.after_scoring if folder is not None else "keep"
     if action == "keep" or (action == "delete" and failed):
         return path
     if action == "delete":
-        if not planned_only:
-            _remove(path)
         return None
-    target = archive_target(folder, path)
-    if not planned_only:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(os.fspath(path), os.fspath(target))
-        except OSError as exc:
-            log.error("could not archive %s to %s: %s", path, target, exc)
-            return path
-    return target
+    return archive_target(folder, path)
+
+
+def relocate(path: Path, target: Path | None) -> None:
+    """Carry out a `destination`: nothing, a move, or a delete. Failures are logged;
+    the result is already recorded, and the file stays where it was."""
+    if target == path:
+        return
+    if target is None:
+        _remove(path)
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(os.fspath(path), os.fspath(target))
+    except OSError as exc:
+        log.error("could not archive %s to %s: %s", path, target, exc)
 
 
 def _remove(path: Path) -> None:

@@ -26,7 +26,7 @@ from ..errors import ImageError, InspectdError
 from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult
 from ..store import ModelStore
-from .outputs import after_scoring, output_paths
+from .outputs import destination, output_paths, relocate
 
 log = logging.getLogger(__name__)
 MODEL_CHECK_SECONDS = 1.0
@@ -179,14 +179,14 @@ class ScoringWorker:
             raise
         timings = {"decode": round(decode_ms, 2), **{k: round(v, 2) for k, v in result.timings_ms.items()},
                    "write": round((time.perf_counter() - started) * 1000.0, 2)}
-        folder = self.folder_of(item)
-        final_path = after_scoring(folder, Path(item.path), planned_only=True)
+        source = Path(item.path)
+        final_path = destination(self.folder_of(item), source)
         self.db.record_result(
             item.id, raw_score=result.score, normalized_score=result.normalized_score, verdict=result.verdict,
             model_version=model.version, threshold=model.threshold, timings=timings, heatmap_path=str(heatmap),
             anomaly_map_path=str(anomaly_map) if self.config.daemon.save_anomaly_maps else None,
             image_path=str(final_path) if final_path else None)
-        after_scoring(folder, Path(item.path))
+        relocate(source, final_path)
         log.info("%s %s score %.4f (%.2f x threshold) %s", item.product, item.path, result.score,
                  result.normalized_score, result.verdict)
 
@@ -194,4 +194,5 @@ class ScoringWorker:
         log.error("item %d: %s", item.id, message if item.path in message else f"{item.path}: {message}")
         self.db.record_error(item.id, message, model_version=model.version if model else None,
                              threshold=model.threshold if model else None)
-        after_scoring(self.folder_of(item), Path(item.path), failed=True)
+        source = Path(item.path)
+        relocate(source, destination(self.folder_of(item), source, failed=True))

@@ -1,5 +1,5 @@
-"""Database layer tests on real SQLite files (and PostgreSQL when
-INSPECTD_TEST_POSTGRES_URL names a scratch database: its public schema is wiped)."""
+"""Database layer tests on real SQLite files and on a real PostgreSQL server (started
+for the session by the ``postgres_server`` fixture)."""
 
 from __future__ import annotations
 
@@ -58,8 +58,7 @@ from inspectd.db.migrations import plan_upgrade, read_schema_version
 from inspectd.db.schema import Base, Result, Review
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
-POSTGRES_URL = os.environ.get("INSPECTD_TEST_POSTGRES_URL")
-BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+BACKENDS = ["sqlite", "postgresql"]
 REPO_ROOT = Path(inspectd.__file__).resolve().parents[1]
 
 
@@ -73,15 +72,11 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """The same test on a SQLite file and on a fresh database of a real PostgreSQL
+    server (as its owner role, which may create and upgrade the schema)."""
     if request.param == "sqlite":
         return sqlite_url
-    assert POSTGRES_URL is not None
-    engine = create_engine(POSTGRES_URL)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return POSTGRES_URL
+    return request.getfixturevalue("postgres_database").owner_url
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ Typical use::
 from inspectd.db.engine import DEFAULT_BUSY_TIMEOUT_MS, create_db_engine
 from inspectd.db.exceptions import (
     DatabaseBusyError,
+    DatabaseUnavailableError,
     DuplicateResultError,
     InvalidReviewError,
     InvalidValueError,
@@ -22,7 +23,7 @@ from inspectd.db.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, ensure
 from inspectd.db.records import ItemRecord, LastError, ModelVersionRecord, ReviewRecord, StatusSummary
 from inspectd.db.reports import RESULT_EXPORT_FIELDS
 from inspectd.db.repository import Database, open_database
-from inspectd.db.retry import RetryPolicy, is_busy_error, retry_on_busy
+from inspectd.db.retry import RetryPolicy, is_busy_error, is_unreachable_error, retry_on_busy
 from inspectd.db.schema import (
     DECISION_CONFIRM_DEFECT,
     DECISION_OVERRULE,
@@ -63,6 +64,7 @@ __all__ = [
     "Database",
     "DatabaseBusyError",
     "DatabaseError",
+    "DatabaseUnavailableError",
     "DuplicateResultError",
     "FileIdentity",
     "InvalidReviewError",
@@ -79,6 +81,7 @@ __all__ = [
     "create_db_engine",
     "ensure_schema",
     "is_busy_error",
+    "is_unreachable_error",
     "open_database",
     "retry_on_busy",
 ]

@@ -9,6 +9,13 @@ class DatabaseBusyError(DatabaseError):
     """The database stayed locked/busy for longer than the retry budget."""
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """The database server cannot be reached (down, restarting, network lost).
+
+    A line PC keeps scoring into its local queue and writes the results once the
+    server is back; other callers report it as one line."""
+
+
 class SchemaVersionError(DatabaseError):
     """The database schema is newer than this code, missing, or cannot be upgraded."""
 

@@ -18,7 +18,8 @@ from inspectd.db.migrations import ensure_schema
 from inspectd.db.model_versions import ModelVersionOperations
 from inspectd.db.reports import ReportOperations
 from inspectd.db.results import ResultOperations
-from inspectd.db.retry import RetryPolicy, retry_on_busy
+from inspectd.db.exceptions import DatabaseUnavailableError
+from inspectd.db.retry import RetryPolicy, is_unreachable_error, retry_on_busy, short_message
 from inspectd.db.reviews import ReviewOperations
 from inspectd.errors import DatabaseError
 
@@ -64,7 +65,12 @@ def _initialise(engine: Engine, create: bool, retry_policy: RetryPolicy, where: 
         )
     except DBAPIError as exc:
         engine.dispose()
-        raise DatabaseError(f"cannot open database {where}: {str(exc.orig or exc).splitlines()[0]}") from exc
+        error = DatabaseUnavailableError if is_unreachable_error(exc) else DatabaseError
+        message = short_message(exc)
+        if "permission denied" in message:
+            message += (" (only the database's owner creates and upgrades the schema: run "
+                        "'inspectd db upgrade --url <owner URL>'; line PCs connect with a role that has row rights)")
+        raise error(f"cannot open database {where}: {message}") from exc
     except BaseException:
         engine.dispose()
         raise

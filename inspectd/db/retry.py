@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from inspectd.db.exceptions import DatabaseBusyError
 
@@ -22,6 +22,32 @@ _BUSY_MARKERS = (
     "database is busy",
     "deadlock detected",
     "could not serialize access",
+)
+
+
+# libpq's and psycopg's words for a server that is not there (any more).
+_UNREACHABLE_MARKERS = (
+    "connection failed",
+    "could not connect",
+    "connection refused",
+    "connection timed out",
+    "timeout expired",
+    "no route to host",
+    "network is unreachable",
+    "could not translate host name",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "server closed the connection",
+    "terminating connection",
+    "could not receive data from server",
+    "could not send data to server",
+    "consuming input failed",
+    "connection is lost",
+    "the connection is closed",
+    "ssl syscall error",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
 )
 
 
@@ -42,6 +68,23 @@ def is_busy_error(exc: BaseException) -> bool:
         return False
     text = str(exc.orig if exc.orig is not None else exc).lower()
     return any(marker in text for marker in _BUSY_MARKERS)
+
+
+def is_unreachable_error(exc: BaseException) -> bool:
+    """True when *exc* says the database server cannot be reached or dropped us."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    return isinstance(exc, OperationalError) and any(marker in text for marker in _UNREACHABLE_MARKERS)
+
+
+def short_message(exc: BaseException) -> str:
+    """The driver's message without SQLAlchemy's SQL and background-link suffix."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def retry_on_busy(
@@ -73,7 +116,7 @@ def retry_on_busy(
             if remaining <= 0:
                 raise DatabaseBusyError(
                     f"{what}: database still locked after {elapsed:.1f} s and {attempt} attempt(s), "
-                    f"giving up ({_short(exc)})"
+                    f"giving up ({short_message(exc)})"
                 ) from exc
             pause = min(delay, policy.max_delay_s, remaining)
             log.warning(
@@ -82,8 +125,3 @@ def retry_on_busy(
             )
             sleep(pause)
             delay *= policy.multiplier
-
-
-def _short(exc: OperationalError) -> str:
-    """The driver's message without SQLAlchemy's SQL and background-link suffix."""
-    return str(exc.orig if exc.orig is not None else exc).splitlines()[0]

@@ -8,11 +8,12 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspectd.db.engine import immediate_engine
-from inspectd.db.retry import RetryPolicy, retry_on_busy
+from inspectd.db.exceptions import DatabaseUnavailableError
+from inspectd.db.retry import RetryPolicy, is_unreachable_error, retry_on_busy, short_message
 from inspectd.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -73,11 +74,21 @@ class SessionScope:
 
     def _write(self, what: str, work: Work[T]) -> T:
         """Run *work* in a write transaction, committed on success."""
-        return retry_on_busy(lambda: _run(self._writer, work), policy=self._retry_policy, what=what)
+        return self._transaction(self._writer, what, work)
 
     def _read(self, what: str, work: Work[T]) -> T:
         """Run *work* in a read transaction."""
-        return retry_on_busy(lambda: _run(self._reader, work), policy=self._retry_policy, what=what)
+        return self._transaction(self._reader, what, work)
+
+    def _transaction(self, factory: sessionmaker[Session], what: str, work: Work[T]) -> T:
+        """*work* in one transaction, retried while busy; a lost server is
+        :class:`DatabaseUnavailableError` (the pool replaces the dead connection)."""
+        try:
+            return retry_on_busy(lambda: _run(factory, work), policy=self._retry_policy, what=what)
+        except DBAPIError as exc:
+            if is_unreachable_error(exc):
+                raise DatabaseUnavailableError(f"{what}: database {self.url} unreachable: {short_message(exc)}") from exc
+            raise
 
     def _write_once_more_on_conflict(self, what: str, work: Work[T]) -> T:
         """Like :meth:`_write`, for get-or-create work racing other writers.

@@ -11,9 +11,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from inspectd.db import open_database
 
 PRODUCT = "part"
+# Runs a daemon test on a SQLite file and on the session's PostgreSQL server.
+both_backends = pytest.mark.parametrize("database_backend", ["sqlite", "postgresql"])
 DEFAULTS = """
 [defaults]
 backbone = "resnet18"

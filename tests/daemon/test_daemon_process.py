@@ -1,4 +1,10 @@
-"""The daemon as a real subprocess, with real files, a real observer and real SQLite."""
+"""The daemon as a real subprocess, with real files, a real observer and a real database.
+
+The tests whose outcome rests on the database (error rows, a crash mid-batch and the
+requeue at restart, returning claims at SIGTERM) run on SQLite and on PostgreSQL
+(``both_backends``); the others exercise files, signals and systemd, the same on
+either, and run on SQLite only to keep the suite's time in check.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import PRODUCT, DaemonEnv, copy_as
+from daemon_support import PRODUCT, DaemonEnv, both_backends, copy_as
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +78,7 @@ def test_renamed_in_and_temporary_names(daemon_env: DaemonEnv, sample_images: li
     assert hidden.exists()
 
 
+@both_backends
 def test_bad_files_get_error_results(daemon_env: DaemonEnv, sample_images: list[Path]) -> None:
     proc = daemon_env.start()
     (daemon_env.drop / "empty.png").write_bytes(b"")
@@ -88,6 +95,7 @@ def test_bad_files_get_error_results(daemon_env: DaemonEnv, sample_images: list[
     assert good.exists()
 
 
+@both_backends
 def test_kill_9_during_a_batch_then_restart_scores_every_file_once(daemon_env: DaemonEnv,
                                                                     sample_images: list[Path]) -> None:
     proc = daemon_env.start()
@@ -105,6 +113,7 @@ def test_kill_9_during_a_batch_then_restart_scores_every_file_once(daemon_env: D
     assert_one_result_per_file(rows, files)
 
 
+@both_backends
 def test_sigterm_exits_cleanly_with_nothing_in_flight(daemon_env: DaemonEnv, sample_images: list[Path]) -> None:
     proc = daemon_env.start()
     daemon_env.wait_ready()

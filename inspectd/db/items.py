@@ -29,7 +29,7 @@ from inspectd.db.schema import (
     Result,
     utcnow,
 )
-from inspectd.db.session import SessionScope, chunked
+from inspectd.db.session import SessionScope, chunked, serialize_on
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class ItemOperations(SessionScope):
         digest = sha256.lower() if sha256 is not None else None
 
         def get_or_insert(session: Session) -> tuple[int, bool]:
+            serialize_on(session, path)  # the identity may hold NULLs, which no unique constraint compares
             existing = _same_content_in_place(session, path, size, mtime_ns, digest)
             if existing is not None:
                 existing.ctime_ns, existing.inode = ctime_ns, inode

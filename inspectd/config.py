@@ -179,6 +179,11 @@ class Config:
         for index, folder in enumerate(self.watch):
             self.mqtt_topic(folder, key=f"watch[{index}].mqtt_topic" if folder.mqtt_topic else "mqtt.topic")
 
+    @property
+    def stations(self) -> frozenset[str]:
+        """The stations of this line PC's drop folders: the items its daemon claims."""
+        return frozenset(folder.station for folder in self.watch)
+
     def mqtt_topic(self, folder: WatchFolder, key: str = "mqtt.topic") -> str:
         """The MQTT topic of a watched folder's results."""
         return topic_for(folder.mqtt_topic or self.mqtt.topic, station=folder.station, product=folder.product, key=key)

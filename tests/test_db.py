@@ -292,6 +292,21 @@ def test_concurrent_workers_never_claim_the_same_item(db_url: str, caplog: pytes
             worker.close()
 
 
+def test_each_line_pc_claims_and_requeues_only_its_own_stations(db_url: str):
+    with open_database(db_url) as line1, open_database(db_url) as line2:
+        ids = {station: [add(line1, f"{station}-{n}.png", station=station) for n in range(3)]
+               for station in ("line1-cam1", "line1-cam2", "line2-cam1")}
+        mine = line1.claim_pending(None, 10, stations={"line1-cam1", "line1-cam2"})
+        assert sorted(item.id for item in mine) == sorted(ids["line1-cam1"] + ids["line1-cam2"])
+        assert line1.claim_pending(None, 10, stations={"line1-cam1", "line1-cam2"}) == []
+        (first,) = line2.claim_pending(None, 1, stations={"line2-cam1"})
+        # line 2 restarts after a crash: line 1's claims stay, its own one is requeued
+        assert line2.requeue_interrupted(max_attempts=3, stations={"line2-cam1"}) == (1, 0)
+        assert line1.get_item(mine[0].id).state == STATE_SCORING
+        assert line2.get_item(first.id).state == STATE_PENDING
+        assert sorted(i.id for i in line2.claim_pending(None, 10, stations={"line2-cam1"})) == ids["line2-cam1"]
+
+
 # --- crash recovery and shutdown ---------------------------------------------------
 
 

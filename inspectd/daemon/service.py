@@ -69,7 +69,7 @@ class Daemon:
             raise InspectdError("no [[watch]] folders in the configuration: nothing to do")
         self.install_signal_handlers()
         self.db = open_database(self.config.database_url)
-        requeued, failed = self.db.requeue_interrupted(self.config.daemon.max_attempts)
+        requeued, failed = self.db.requeue_interrupted(self.config.daemon.max_attempts, stations=self.config.stations)
         if requeued or failed:
             log.warning("resumed after an interruption: %d items requeued, %d failed after %d attempts",
                         requeued, failed, self.config.daemon.max_attempts)

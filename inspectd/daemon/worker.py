@@ -69,7 +69,7 @@ class ScoringWorker:
         """Claim up to `limit` pending items, score them, record every outcome.
         Returns the number of items claimed. Raises DiskFullError after returning
         the unfinished items to the queue."""
-        items = self.db.claim_pending(None, limit)
+        items = self.db.claim_pending(None, limit, stations=self.config.stations)
         by_product: dict[str, list[ItemRecord]] = defaultdict(list)
         for item in items:
             by_product[item.product].append(item)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import DEFAULTS, PRODUCT, DaemonEnv
+from daemon_support import DEFAULTS, PRODUCT, DaemonEnv, make_daemon_env
 from inspectd.config import load_config
 from inspectd.db import open_database
 from inspectd.enroll import enroll
@@ -54,27 +54,6 @@ def database_url(request: pytest.FixtureRequest, database_backend: str, tmp_path
 
 @pytest.fixture
 def daemon_env(tmp_path: Path, model_store: Path, database_url: str) -> DaemonEnv:
-    drop = tmp_path / "drop"
-    drop.mkdir()
-    config_path = tmp_path / "config.toml"
-    config_path.write_text(f"""
-store_dir = "{model_store}"
-database_url = "{database_url}"
-results_dir = "{tmp_path / 'results'}"
-device = "cpu"
-{DEFAULTS}
-[daemon]
-settle_seconds = 0.2
-reconcile_seconds = 2.0
-
-[[watch]]
-path = "{drop}"
-product = "{PRODUCT}"
-station = "cam1"
-""")
-    env = DaemonEnv(tmp_path, config_path, drop, database_url)
+    env = make_daemon_env(tmp_path, model_store, database_url)
     yield env
-    for proc in env.procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    env.kill_all()

@@ -80,6 +80,38 @@ class DaemonEnv:
         proc.send_signal(signal.SIGTERM)
         return proc.wait(timeout=timeout)
 
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def make_daemon_env(root: Path, model_store: Path, database_url: str, *, station: str = "cam1",
+                    extra: str = "") -> DaemonEnv:
+    """A drop folder, results folder and configuration file under *root* for one
+    daemon of station *station*; *extra* is appended to the configuration."""
+    drop = root / "drop"
+    drop.mkdir(parents=True)
+    config_path = root / "config.toml"
+    config_path.write_text(f"""
+store_dir = "{model_store}"
+database_url = "{database_url}"
+results_dir = "{root / 'results'}"
+state_dir = "{root / 'state'}"
+device = "cpu"
+{DEFAULTS}
+[daemon]
+settle_seconds = 0.2
+reconcile_seconds = 2.0
+
+[[watch]]
+path = "{drop}"
+product = "{PRODUCT}"
+station = "{station}"
+{extra}""")
+    return DaemonEnv(root, config_path, drop, database_url)
+
 
 def copy_as(source: Path, target: Path) -> Path:
     shutil.copyfile(source, target)

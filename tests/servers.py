@@ -13,15 +13,19 @@ PC connects as: it may read and write rows, never change the schema or delete.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from itertools import count
 from pathlib import Path
+
+import paho.mqtt.client as paho
 
 OWNER_ROLE = "inspectd_owner"
 LINE_ROLE = "inspectd_line"
@@ -232,3 +236,40 @@ class MosquittoBroker:
     def _chown(self, path: Path) -> None:
         if self._user is not None:
             os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
+
+class Subscriber:
+    """The line's controller: a persistent session (clean_session off) with QoS 1, so
+    messages queued for it at the broker survive the broker's restart."""
+
+    def __init__(self, broker: MosquittoBroker, client_id: str, topic: str = "plant/#"):
+        self.messages: list[dict] = []
+        self.arrived = threading.Condition()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.client.reconnect_delay_set(0.2, 1)
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "no SUBACK"
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self.arrived:
+            self.messages.append({**json.loads(message.payload), "_topic": message.topic,
+                                  "_received": time.time()})
+            self.arrived.notify_all()
+
+    def wait_for(self, item_ids: set[int], timeout: float = 30.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while not item_ids <= {m["item_id"] for m in self.messages}:
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"missing {sorted(item_ids - {m['item_id'] for m in self.messages})[:10]}"
+                self.arrived.wait(remaining)
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

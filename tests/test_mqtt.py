@@ -4,14 +4,11 @@ that lose nothing."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 
 from inspectd.config import parse_config
@@ -19,45 +16,9 @@ from inspectd.errors import ConfigError
 from inspectd.plant.mqtt import Verdict, VerdictPublisher
 from inspectd.plant.outbox import Outbox
 from inspectd.plant.settings import MqttSettings
-from servers import MosquittoBroker
+from servers import MosquittoBroker, Subscriber
 
 TOPIC = "plant/line1/cam1/result"
-
-
-class Subscriber:
-    """The line's controller: a persistent session (clean_session off) with QoS 1, so
-    messages queued for it at the broker survive the broker's restart."""
-
-    def __init__(self, broker: MosquittoBroker, client_id: str):
-        self.messages: list[dict] = []
-        self.arrived = threading.Condition()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-        self.client.reconnect_delay_set(0.2, 1)
-        subscribed = threading.Event()
-        self.client.on_connect = lambda c, *_: c.subscribe("plant/#", qos=1)
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.loop_start()
-        assert subscribed.wait(10), "no SUBACK"
-
-    def _on_message(self, client, userdata, message) -> None:
-        with self.arrived:
-            self.messages.append({**json.loads(message.payload), "_topic": message.topic})
-            self.arrived.notify_all()
-
-    def wait_for(self, item_ids: set[int], timeout: float = 30.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        with self.arrived:
-            while not item_ids <= {m["item_id"] for m in self.messages}:
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"missing {sorted(item_ids - {m['item_id'] for m in self.messages})[:10]}"
-                self.arrived.wait(remaining)
-            return list(self.messages)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from ..db import Database, open_database
 from ..db.records import ItemRecord
 from ..device import resolve_device
 from ..errors import DatabaseError, InspectdError
+from ..plant.reporting import Reporting
 from .intake import SettleTracker, take_in
 from .watcher import FolderWatcher, scan
 from .worker import DiskFullError, ScoringWorker
@@ -49,6 +50,7 @@ class Daemon:
         self.work_pending = True  # pending items from before a restart are claimed first
         self.disk_pause = DISK_FULL_PAUSE[0]
         self.scored = 0
+        self.reporting = Reporting.off(config)  # MQTT and metrics: started by run()
 
     # -- signals -------------------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
@@ -74,7 +76,9 @@ class Daemon:
             log.warning("resumed after an interruption: %d items requeued, %d failed after %d attempts",
                         requeued, failed, self.config.daemon.max_attempts)
         device = resolve_device(self.config.device)
-        self.worker = ScoringWorker(self.config, self.db, device, self.folder_of)
+        self.reporting = Reporting(self.config)
+        self.reporting.start(self.db)
+        self.worker = ScoringWorker(self.config, self.db, device, self.folder_of, self.reporting)
         self.worker.warm_up({folder.product for folder in self.config.watch})
         self.watcher.start()
         self.reconcile()
@@ -85,6 +89,7 @@ class Daemon:
         finally:
             sdnotify.stopping()
             self.watcher.stop()
+            self.reporting.stop()
             self.db.close()
         log.info("inspectd stopped cleanly")
         return 0
@@ -113,6 +118,7 @@ class Daemon:
                 # found again by the next reconciliation.
                 log.error("database unavailable: %s; retrying in %.0f s", exc, DATABASE_PAUSE)
                 sdnotify.status(f"database unavailable: {exc}")
+                self.reporting.pause("database", True)
                 time.sleep(DATABASE_PAUSE)
             now = time.monotonic()
             if now >= next_reconcile:
@@ -123,6 +129,7 @@ class Daemon:
                 next_ping = now + watchdog / 2
             if now >= next_status:
                 sdnotify.status(f"scored {self.scored} images; {len(self.tracker)} settling")
+                self._report_queue()
                 next_status = now + STATUS_SECONDS
             if not self.watcher.healthy():
                 self.watcher.restart()
@@ -156,14 +163,25 @@ class Daemon:
             log.error("%s: pausing scoring for %.0f s", exc, self.disk_pause)
             sdnotify.status(f"PAUSED: {exc}")
             self.paused_until = time.monotonic() + self.disk_pause
+            self.reporting.pause("disk_full", True)
             self.disk_pause = min(DISK_FULL_PAUSE[1], self.disk_pause * 2)
             self.work_pending = True  # the items went back to the queue
             return False
         if claimed:
             self.disk_pause = DISK_FULL_PAUSE[0]
+            self.reporting.pause("disk_full", False)
+        self.reporting.pause("database", False)
         self.scored += claimed
         self.work_pending = claimed >= limit
+        if claimed:
+            self._report_queue()
         return self.work_pending
+
+    def _report_queue(self) -> None:
+        try:
+            self.reporting.queue(self.db.queue_depth(self.config.stations), len(self.tracker))
+        except DatabaseError as exc:
+            log.debug("queue depth not known: %s", exc)
 
     def reconcile(self) -> None:
         """Scan every folder for files not yet recorded (arrived while down, or events lost)."""

@@ -25,6 +25,7 @@ from ..db.records import ItemRecord
 from ..errors import ImageError, InspectdError
 from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult
+from ..plant.reporting import Reporting, verdict_for
 from ..store import ModelStore
 from .outputs import destination, output_paths, relocate
 
@@ -44,9 +45,10 @@ class _Loaded:
 
 class ScoringWorker:
     def __init__(self, config: Config, db: Database, device: torch.device,
-                 folder_of: Callable[[ItemRecord], WatchFolder | None]):
+                 folder_of: Callable[[ItemRecord], WatchFolder | None], reporting: Reporting | None = None):
         self.config, self.db, self.device = config, db, device
         self.folder_of = folder_of
+        self.reporting = reporting or Reporting.off(config)  # MQTT and metrics around each result
         self.store = ModelStore(config.store_dir)
         self._models: dict[str, _Loaded] = {}
         self._cpu_only: set[str] = set()
@@ -106,6 +108,7 @@ class ScoringWorker:
         model = ProductModel.load(self.store, product, latest, device=device)
         model.set_limits(self.config.images.max_bytes, self.config.images.max_pixels)
         self._register(model)
+        self.reporting.model_in_use(product, model.version)
         log.info("loaded model %s %s (threshold %.4f, bank %d) on %s", product, model.version, model.threshold,
                  model.index.bank.shape[0], device)
         self._models[product] = _Loaded(model, now)
@@ -180,19 +183,30 @@ class ScoringWorker:
         timings = {"decode": round(decode_ms, 2), **{k: round(v, 2) for k, v in result.timings_ms.items()},
                    "write": round((time.perf_counter() - started) * 1000.0, 2)}
         source = Path(item.path)
-        final_path = destination(self.folder_of(item), source)
-        self.db.record_result(
-            item.id, raw_score=result.score, normalized_score=result.normalized_score, verdict=result.verdict,
-            model_version=model.version, threshold=model.threshold, timings=timings, heatmap_path=str(heatmap),
-            anomaly_map_path=str(anomaly_map) if self.config.daemon.save_anomaly_maps else None,
-            image_path=str(final_path) if final_path else None)
+        folder = self.folder_of(item)
+        final_path = destination(folder, source)
+        image_path = str(final_path) if final_path else None
+        verdict = verdict_for(item, result.verdict, score=result.score, normalized_score=result.normalized_score,
+                              threshold=model.threshold, model_version=model.version, heatmap_path=str(heatmap),
+                              image_path=image_path)
+        with self.reporting.recording(verdict, folder, item.discovered_at):
+            self.db.record_result(
+                item.id, raw_score=result.score, normalized_score=result.normalized_score, verdict=result.verdict,
+                model_version=model.version, threshold=model.threshold, timings=timings, heatmap_path=str(heatmap),
+                anomaly_map_path=str(anomaly_map) if self.config.daemon.save_anomaly_maps else None,
+                image_path=image_path)
         relocate(source, final_path)
         log.info("%s %s score %.4f (%.2f x threshold) %s", item.product, item.path, result.score,
                  result.normalized_score, result.verdict)
 
     def _fail(self, item: ItemRecord, message: str, model: ProductModel | None = None) -> None:
         log.error("item %d: %s", item.id, message if item.path in message else f"{item.path}: {message}")
-        self.db.record_error(item.id, message, model_version=model.version if model else None,
-                             threshold=model.threshold if model else None)
+        version, threshold = (model.version, model.threshold) if model else (None, None)
         source = Path(item.path)
-        relocate(source, destination(self.folder_of(item), source, failed=True))
+        folder = self.folder_of(item)
+        final_path = destination(folder, source, failed=True)
+        verdict = verdict_for(item, "ERROR", threshold=threshold, model_version=version, error=message,
+                              image_path=str(final_path) if final_path else None)
+        with self.reporting.recording(verdict, folder, item.discovered_at):
+            self.db.record_error(item.id, message, model_version=version, threshold=threshold)
+        relocate(source, final_path)

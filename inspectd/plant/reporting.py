@@ -1,0 +1,125 @@
+"""What follows a result row beyond the database: its MQTT message and the metrics.
+
+The daemon's worker wraps each result's commit in :meth:`Reporting.recording`: the
+message is prepared in the outbox before the commit and released right after it, so
+the line hears of exactly the rows that exist, also across a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from ..config import Config, WatchFolder
+from ..db import Database
+from ..db.records import ItemRecord
+from ..db.schema import utcnow
+from .monitoring import DaemonMetrics
+from .mqtt import Verdict, VerdictPublisher
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+OUTBOX_FILE = "mqtt-outbox.sqlite3"
+
+
+def verdict_for(item: ItemRecord, verdict: str, *, score: float | None = None, normalized_score: float | None = None,
+                threshold: float | None = None, model_version: str | None = None, heatmap_path: str | None = None,
+                image_path: str | None = None, error: str | None = None) -> Verdict:
+    """The message about `item`'s result."""
+    return Verdict(item_id=item.id, path=item.path, product=item.product, station=item.station, verdict=verdict,
+                   score=score, normalized_score=normalized_score, threshold=threshold, model_version=model_version,
+                   heatmap_path=heatmap_path, image_path=image_path, error=error, scored_at=utcnow())
+
+
+class Reporting:
+    """MQTT and metrics of one daemon; each part is off unless configured."""
+
+    def __init__(self, config: Config, *, enabled: bool = True):
+        self.config = config
+        self.metrics = DaemonMetrics() if enabled else None
+        self.outbox: Outbox | None = None
+        self.publisher: VerdictPublisher | None = None
+        self._committed_at: dict[int, float] = {}  # item id -> when its row was committed
+        self._lock = threading.Lock()
+        self._paused: set[str] = set()
+        if enabled and config.mqtt.enabled:
+            self.outbox = Outbox(config.state_dir / OUTBOX_FILE)
+            self.publisher = VerdictPublisher(config.mqtt, self.outbox, on_delivered=self._delivered)
+
+    @classmethod
+    def off(cls, config: Config) -> Reporting:
+        """Nothing but the database (in-process tests, tools)."""
+        return cls(config, enabled=False)
+
+    def start(self, db: Database) -> None:
+        """Recover the outbox after a crash, connect to the broker, open the endpoint."""
+        if self.metrics is not None:
+            self.metrics.serve(self.config.metrics)
+        if self.outbox is not None and self.publisher is not None:
+            released, dropped = self.outbox.recover(db.items_with_results)
+            if released or dropped:
+                log.warning("MQTT outbox after an interruption: %d messages released (their rows were committed), "
+                            "%d dropped (rows never committed)", released, dropped)
+            if self.metrics is not None:
+                self.metrics.watch_outbox(self.outbox.depth, lambda: self.publisher.connected)
+            self.publisher.start()
+
+    def stop(self) -> None:
+        if self.publisher is not None:
+            self.publisher.stop()
+        if self.outbox is not None:
+            self.outbox.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    @contextmanager
+    def recording(self, verdict: Verdict, folder: WatchFolder | None, discovered_at: datetime) -> Iterator[None]:
+        """Around the commit of `verdict`'s row: the message goes only if the body
+        (the commit) succeeds."""
+        message_id = None
+        if self.outbox is not None and folder is not None:
+            message_id = self.outbox.prepare(verdict.item_id, self.config.mqtt_topic(folder), verdict.payload())
+        try:
+            yield
+        except BaseException:
+            if message_id is not None:
+                self.outbox.discard(message_id)
+            raise
+        if message_id is not None:
+            self.outbox.release(message_id)
+            with self._lock:
+                self._committed_at[verdict.item_id] = time.monotonic()
+            self.publisher.notify()
+        if self.metrics is not None:
+            latency = (utcnow() - discovered_at).total_seconds()
+            self.metrics.scored(verdict.product, verdict.station, verdict.verdict, latency)
+
+    def model_in_use(self, product: str, version: str) -> None:
+        if self.metrics is not None:
+            self.metrics.model_in_use(product, version)
+
+    def pause(self, reason: str, paused: bool) -> None:
+        """Scoring is (or is no longer) paused for `reason`; counted once per pause."""
+        if self.metrics is None or (reason in self._paused) == paused:
+            return
+        if paused:
+            self._paused.add(reason)
+            self.metrics.pause_started(reason)
+        else:
+            self._paused.discard(reason)
+            self.metrics.pause_ended(reason)
+
+    def queue(self, depth: int, settling: int) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(depth)
+            self.metrics.settling.set(settling)
+
+    def _delivered(self, item_id: int) -> None:
+        with self._lock:
+            committed = self._committed_at.pop(item_id, None)
+        if committed is not None and self.metrics is not None:
+            self.metrics.mqtt_delivery.observe(time.monotonic() - committed)

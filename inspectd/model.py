@@ -18,7 +18,7 @@ from .calibration import Calibration
 from .config import ProductSettings
 from .errors import ImageError, ModelError
 from .features import PatchFeatureExtractor
-from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Geometry, apply_geometry, read_image
+from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Geometry, apply_geometry, decode_image, read_image
 from .scoring import anomaly_maps, reweighted_scores
 from .search import BankIndex
 from .store import ModelStore, StoredModel
@@ -188,6 +188,11 @@ class ProductModel:
         """(original RGB, network input) of an image file; ImageError names the file."""
         image = read_image(path, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
         return image, apply_geometry(image, self.geometry, str(path))
+
+    def decode(self, data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(original RGB, network input) from an image file's bytes; ImageError names it."""
+        image = decode_image(data, name=name, max_pixels=self.max_pixels)
+        return image, apply_geometry(image, self.geometry, name)
 
     def set_limits(self, max_bytes: int, max_pixels: int) -> None:
         self.max_bytes, self.max_pixels = max_bytes, max_pixels

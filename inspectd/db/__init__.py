@@ -11,7 +11,9 @@ Typical use::
 from inspectd.db.engine import DEFAULT_BUSY_TIMEOUT_MS, create_db_engine
 from inspectd.db.exceptions import (
     DatabaseBusyError,
+    DatabaseFullError,
     DatabaseUnavailableError,
+    DatabaseUnreachableError,
     DuplicateResultError,
     InvalidReviewError,
     InvalidValueError,
@@ -64,7 +66,9 @@ __all__ = [
     "Database",
     "DatabaseBusyError",
     "DatabaseError",
+    "DatabaseFullError",
     "DatabaseUnavailableError",
+    "DatabaseUnreachableError",
     "DuplicateResultError",
     "FileIdentity",
     "InvalidReviewError",

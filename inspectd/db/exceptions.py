@@ -9,7 +9,15 @@ class DatabaseBusyError(DatabaseError):
     """The database stayed locked/busy for longer than the retry budget."""
 
 
+class DatabaseFullError(DatabaseError):
+    """The disk (or quota) holding the database is full: nothing can be written."""
+
+
 class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached or written: server down, I/O error, read-only."""
+
+
+class DatabaseUnreachableError(DatabaseUnavailableError):
     """The database server cannot be reached (down, restarting, network lost).
 
     A line PC keeps scoring into its local queue and writes the results once the

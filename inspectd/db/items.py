@@ -54,6 +54,7 @@ class ItemOperations(SessionScope):
         ctime_ns: int | None = None,
         inode: int | None = None,
         discovered_at: datetime | None = None,
+        error: str | None = None,
     ) -> tuple[int, bool]:
         """Record a file that landed as a pending item; return (item id, created?).
 
@@ -63,7 +64,8 @@ class ItemOperations(SessionScope):
         (a chmod, a copy of identical bytes), is the known item, and its stored
         identity is brought up to date so later scans recognise it without reading it.
         The same bytes landing again after the earlier copy was moved away or deleted
-        are a new item.
+        are a new item. With *error*, a new item is recorded finished, with that error
+        as its result, in the same transaction (a file that cannot be read at all).
         """
         path = os.fspath(path)
         if sha256 is not None and not _SHA256.fullmatch(sha256):
@@ -85,6 +87,9 @@ class ItemOperations(SessionScope):
             )
             session.add(item)
             session.flush()
+            if error is not None:
+                finish_item(session, item.id, STATE_ERROR,
+                            Result(verdict=VERDICT_ERROR, error=error, image_path=path, scored_at=now))
             return item.id, True
 
         return self._write_once_more_on_conflict("add_item", get_or_insert)

@@ -18,8 +18,7 @@ from inspectd.db.migrations import ensure_schema
 from inspectd.db.model_versions import ModelVersionOperations
 from inspectd.db.reports import ReportOperations
 from inspectd.db.results import ResultOperations
-from inspectd.db.exceptions import DatabaseUnavailableError
-from inspectd.db.retry import RetryPolicy, is_unreachable_error, retry_on_busy, short_message
+from inspectd.db.retry import RetryPolicy, retry_on_busy, translate
 from inspectd.db.reviews import ReviewOperations
 from inspectd.errors import DatabaseError
 
@@ -65,12 +64,7 @@ def _initialise(engine: Engine, create: bool, retry_policy: RetryPolicy, where: 
         )
     except DBAPIError as exc:
         engine.dispose()
-        error = DatabaseUnavailableError if is_unreachable_error(exc) else DatabaseError
-        message = short_message(exc)
-        if "permission denied" in message:
-            message += (" (only the database's owner creates and upgrades the schema: run "
-                        "'inspectd db upgrade --url <owner URL>'; line PCs connect with a role that has row rights)")
-        raise error(f"cannot open database {where}: {message}") from exc
+        raise translate(exc, "opening the database", where) from exc
     except BaseException:
         engine.dispose()
         raise

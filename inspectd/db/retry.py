@@ -10,7 +10,13 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from inspectd.db.exceptions import DatabaseBusyError
+from inspectd.db.exceptions import (
+    DatabaseBusyError,
+    DatabaseFullError,
+    DatabaseUnavailableError,
+    DatabaseUnreachableError,
+)
+from inspectd.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +131,23 @@ def retry_on_busy(
             )
             sleep(pause)
             delay *= policy.multiplier
+
+
+_FULL_MARKERS = ("database or disk is full", "disk full", "no space left", "could not extend file",
+                 "quota exceeded")
+
+
+def translate(exc: DBAPIError, what: str, where: str) -> DatabaseError:
+    """A driver error as one clear DatabaseError: full, busy, unreachable or unavailable."""
+    text = short_message(exc)
+    lowered = text.lower()
+    if is_unreachable_error(exc):
+        return DatabaseUnreachableError(f"{what}: database {where} unreachable ({text})")
+    if "permission denied" in lowered:
+        text += (" (only the database's owner creates and upgrades the schema: run 'inspectd db upgrade "
+                 "--url <owner URL>'; line PCs connect with a role that has row rights)")
+    if any(marker in lowered for marker in _FULL_MARKERS):
+        return DatabaseFullError(f"{what}: the disk holding database {where} is full ({text})")
+    if is_busy_error(exc):
+        return DatabaseBusyError(f"{what}: database {where} is locked by another program ({text})")
+    return DatabaseUnavailableError(f"{what}: database {where} is not usable ({text})")

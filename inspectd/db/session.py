@@ -8,12 +8,11 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import IntegrityError, InterfaceError, InternalError, OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspectd.db.engine import immediate_engine
-from inspectd.db.exceptions import DatabaseUnavailableError
-from inspectd.db.retry import RetryPolicy, is_unreachable_error, retry_on_busy, short_message
+from inspectd.db.retry import RetryPolicy, retry_on_busy, translate
 from inspectd.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -83,23 +82,27 @@ class SessionScope:
     ) -> None:
         self.close()
 
+    def set_retry_policy(self, policy: RetryPolicy) -> None:
+        """How long later operations keep retrying while the database is locked."""
+        self._retry_policy = policy
+
     def _write(self, what: str, work: Work[T]) -> T:
         """Run *work* in a write transaction, committed on success."""
-        return self._transaction(self._writer, what, work)
+        return self._translated(what, lambda: retry_on_busy(lambda: _run(self._writer, work),
+                                                            policy=self._retry_policy, what=what))
 
     def _read(self, what: str, work: Work[T]) -> T:
         """Run *work* in a read transaction."""
-        return self._transaction(self._reader, what, work)
+        return self._translated(what, lambda: retry_on_busy(lambda: _run(self._reader, work),
+                                                            policy=self._retry_policy, what=what))
 
-    def _transaction(self, factory: sessionmaker[Session], what: str, work: Work[T]) -> T:
-        """*work* in one transaction, retried while busy; a lost server is
-        :class:`DatabaseUnavailableError` (the pool replaces the dead connection)."""
+    def _translated(self, what: str, operation: Callable[[], T]) -> T:
+        """Driver errors other than integrity conflicts become one clear DatabaseError
+        (full disk, locked, unavailable) instead of an OperationalError."""
         try:
-            return retry_on_busy(lambda: _run(factory, work), policy=self._retry_policy, what=what)
-        except DBAPIError as exc:
-            if is_unreachable_error(exc):
-                raise DatabaseUnavailableError(f"{what}: database {self.url} unreachable: {short_message(exc)}") from exc
-            raise
+            return operation()
+        except (OperationalError, InterfaceError, InternalError) as exc:
+            raise translate(exc, what, self.url) from exc
 
     def _write_once_more_on_conflict(self, what: str, work: Work[T]) -> T:
         """Like :meth:`_write`, for get-or-create work racing other writers.

@@ -46,6 +46,7 @@ class Reporting:
         self._committed_at: dict[int, float] = {}  # item id -> when its row was committed
         self._lock = threading.Lock()
         self._paused: set[str] = set()
+        self._attached = False
         if enabled and config.mqtt.enabled:
             self.outbox = Outbox(config.state_dir / OUTBOX_FILE)
             self.publisher = VerdictPublisher(config.mqtt, self.outbox, on_delivered=self._delivered)
@@ -55,24 +56,32 @@ class Reporting:
         """Nothing but the database (in-process tests, tools)."""
         return cls(config, enabled=False)
 
-    def start(self, db: Database) -> None:
-        """Recover the outbox after a crash, connect to the broker, open the endpoint."""
+    def start(self) -> None:
+        """Open the metrics endpoint."""
         if self.metrics is not None:
             self.metrics.serve(self.config.metrics)
-        if self.outbox is not None and self.publisher is not None:
-            released, dropped = self.outbox.recover(db.items_with_results)
-            if released or dropped:
-                log.warning("MQTT outbox after an interruption: %d messages released (their rows were committed), "
-                            "%d dropped (rows never committed)", released, dropped)
-            if self.metrics is not None:
-                self.metrics.watch_outbox(self.outbox.depth, lambda: self.publisher.connected)
-            self.publisher.start()
+
+    def attach(self, db: Database) -> None:
+        """At the first connection to the database: settle the outbox after a crash
+        (which prepared messages had their rows committed?), then deliver it."""
+        if self.outbox is None or self.publisher is None or self._attached:
+            return
+        released, dropped = self.outbox.recover(db.items_with_results)
+        if released or dropped:
+            log.warning("MQTT outbox after an interruption: %d messages released (their rows were committed), "
+                        "%d dropped (rows never committed)", released, dropped)
+        if self.metrics is not None:
+            self.metrics.watch_outbox(self.outbox.depth, lambda: self.publisher.connected)
+        self.publisher.start()
+        self._attached = True
 
     def stop(self) -> None:
-        if self.publisher is not None:
+        """Deliver what the broker takes within a moment (the rest waits in the outbox)."""
+        if self.publisher is not None and self._attached:
             self.publisher.stop()
         if self.outbox is not None:
             self.outbox.close()
+            self.outbox = None
         if self.metrics is not None:
             self.metrics.close()
 
@@ -81,7 +90,7 @@ class Reporting:
         """Around the commit of `verdict`'s row: the message goes only if the body
         (the commit) succeeds."""
         message_id = None
-        if self.outbox is not None and folder is not None:
+        if self.outbox is not None and self._attached and folder is not None:
             message_id = self.outbox.prepare(verdict.item_id, self.config.mqtt_topic(folder), verdict.payload())
         try:
             yield

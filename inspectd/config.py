@@ -183,6 +183,9 @@ class Config:
     # This line PC's own state: the MQTT outbox, results waiting for the database
     # server, verified copies of models from a shared store.
     state_dir: Path = Path("/var/lib/inspectd/state")
+    # On a line PC: the plant's shared (often read-only, network) model store. Its
+    # newest versions are copied into store_dir, verified, and scored from there.
+    shared_store_dir: Path | None = None
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: Path | None = None  # the file this was read from, if any

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -23,7 +22,7 @@ import torch
 from engine_support import SESSION_PRODUCT, SOURCE_HW, Enrolled, LabelledSet, load_eval_set, write_config
 from inspectd.config import Config, load_config
 from inspectd.synthetic import DatasetSpec, generate_dataset
-from servers import LINE_ROLE, OWNER_ROLE, MosquittoBroker, PostgresServer, ServerMissing
+from servers import LINE_ROLE, OWNER_ROLE, MosquittoBroker, PostgresDatabase, PostgresServer, ServerMissing
 
 Server = TypeVar("Server")
 
@@ -139,13 +138,6 @@ def postgres_server() -> Iterator[PostgresServer]:
     server = start_or_skip(lambda: PostgresServer().start())
     yield server
     server.stop()
-
-
-@dataclass(frozen=True)
-class PostgresDatabase:
-    name: str
-    owner_url: str  # creates and upgrades the schema
-    line_url: str  # a line PC's role: rows only
 
 
 @pytest.fixture

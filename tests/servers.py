@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 
@@ -75,6 +76,13 @@ def _postgres_bin() -> Path:
         if (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
             return Path(folder)
     raise ServerMissing("PostgreSQL server binaries not found (apt-get install postgresql)")
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    name: str
+    owner_url: str  # creates and upgrades the schema
+    line_url: str  # a line PC's role: rows only
 
 
 class PostgresServer:

@@ -15,10 +15,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
-from conftest import PostgresDatabase
 from inspectd.db import DatabaseError, DatabaseUnavailableError, open_database
 from inspectd.db.engine import postgres_connect_args, with_default_driver
-from servers import OWNER_ROLE, PostgresServer, free_port
+from servers import OWNER_ROLE, PostgresDatabase, PostgresServer, free_port
 
 DIGEST = hashlib.sha256(b"x").hexdigest()
 

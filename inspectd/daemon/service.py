@@ -26,6 +26,7 @@ from ..db import Database, DatabaseBusyError, DatabaseFullError, RetryPolicy, op
 from ..db.records import ItemRecord
 from ..device import resolve_device
 from ..errors import DatabaseError, InspectdError
+from ..plant.model_copies import shared_models
 from ..plant.reporting import Reporting
 from .intake import ContentCache, take_in
 from .landing import display_path, signature
@@ -60,6 +61,7 @@ class Daemon:
         self.watcher = FolderWatcher(config.watch, config.daemon.poll_seconds)
         self.cache = ContentCache(config.daemon.intake_buffer_mb * 1024 * 1024)
         self.reporting = Reporting.off(config)  # MQTT and metrics: run() starts them
+        self.shared_models = None  # copies from a shared model store: run() starts them
         self.pauses = Pauses(on_change=lambda reason, paused: self.reporting.pause(reason, paused))
         self.work_pending = True  # pending items from before a restart are claimed first
         self.scored = 0
@@ -96,6 +98,7 @@ class Daemon:
         device = resolve_device(self.config.device)
         self.reporting = Reporting(self.config)
         self.reporting.start()
+        self.shared_models = shared_models(self.config)
         self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.retake,
                                     self.reporting)
         self.worker.warm_up({folder.product for folder in self.config.watch})
@@ -127,6 +130,8 @@ class Daemon:
         elif unrecorded:
             self.stop_note = f"{unrecorded} finished items could not be recorded: the database was never reachable"
         self.reporting.stop()
+        if self.shared_models is not None:
+            self.shared_models.stop()
         self._report("stopped")
         self.locks.release()
         if self.stop_note:
@@ -318,6 +323,9 @@ class Daemon:
         self.config = config
         self.tracker.settle_seconds = config.daemon.settle_seconds
         self.tracker.incomplete_seconds = config.daemon.incomplete_seconds
+        if self.shared_models is not None:
+            self.shared_models.stop()
+        self.shared_models = shared_models(config)
         self.worker.reconfigure(config)
         self.watcher.stop()
         self.watcher = FolderWatcher(config.watch, config.daemon.poll_seconds)

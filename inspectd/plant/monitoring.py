@@ -1,7 +1,8 @@
 """The daemon's Prometheus endpoint ([metrics] port; localhost only by default).
 
     inspectd_images_total{product,station,verdict}     images scored
-    inspectd_latency_seconds{product,station}          file seen -> result row committed
+    inspectd_latency_seconds{product,station}          file taken in -> result row committed
+    inspectd_result_write_seconds                      writing one result row (its commit)
     inspectd_queue_depth                               this daemon's items waiting or being scored
     inspectd_settling_files                            files seen, waiting to stop changing
     inspectd_spool_depth                               results waiting for the database server
@@ -27,6 +28,8 @@ from .settings import MetricsSettings
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+WRITE_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+                 5.0)
 DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0)
 _VERSION_NUMBER = re.compile(r"\d+")
 
@@ -39,8 +42,10 @@ class DaemonMetrics:
         r = self.registry
         self.images = Counter("inspectd_images", "Images scored, by product, station and verdict",
                               ["product", "station", "verdict"], registry=r)
-        self.latency = Histogram("inspectd_latency_seconds", "From a file being seen to its result row committed",
+        self.latency = Histogram("inspectd_latency_seconds", "From a file's intake to its result row committed",
                                  ["product", "station"], buckets=LATENCY_BUCKETS, registry=r)
+        self.result_write = Histogram("inspectd_result_write_seconds", "Writing one result row, its commit included",
+                                      buckets=WRITE_BUCKETS, registry=r)
         self.queue_depth = Gauge("inspectd_queue_depth", "Items of this daemon's stations waiting or being scored",
                                  registry=r)
         self.settling = Gauge("inspectd_settling_files", "Files seen and waiting to stop changing", registry=r)

@@ -8,11 +8,13 @@ the line hears of exactly the rows that exist, also across a crash.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TypeVar
 
 from ..config import Config, WatchFolder
 from ..db import Database
@@ -23,6 +25,7 @@ from .mqtt import Verdict, VerdictPublisher
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 OUTBOX_FILE = "mqtt-outbox.sqlite3"
 
 
@@ -66,7 +69,13 @@ class Reporting:
         (which prepared messages had their rows committed?), then deliver it."""
         if self.outbox is None or self.publisher is None or self._attached:
             return
-        released, dropped = self.outbox.recover(db.items_with_results)
+        try:
+            released, dropped = self.outbox.recover(db.items_with_results)
+        except (sqlite3.Error, OSError) as exc:  # the line keeps running; the log says why MQTT is silent
+            log.error("MQTT outbox %s unusable (%s): no verdicts are sent over MQTT", self.outbox.path, exc)
+            self._attached = True
+            self.outbox = None
+            return
         if released or dropped:
             log.warning("MQTT outbox after an interruption: %d messages released (their rows were committed), "
                         "%d dropped (rows never committed)", released, dropped)
@@ -77,7 +86,7 @@ class Reporting:
 
     def stop(self) -> None:
         """Deliver what the broker takes within a moment (the rest waits in the outbox)."""
-        if self.publisher is not None and self._attached:
+        if self.publisher is not None and self._attached and self.outbox is not None:
             self.publisher.stop()
         if self.outbox is not None:
             self.outbox.close()
@@ -91,21 +100,35 @@ class Reporting:
         (the commit) succeeds."""
         message_id = None
         if self.outbox is not None and self._attached and folder is not None:
-            message_id = self.outbox.prepare(verdict.item_id, self.config.mqtt_topic(folder), verdict.payload())
+            message_id = self._outbox_step(verdict, lambda: self.outbox.prepare(
+                verdict.item_id, self.config.mqtt_topic(folder), verdict.payload()))
+        started = time.perf_counter()
         try:
             yield
         except BaseException:
             if message_id is not None:
-                self.outbox.discard(message_id)
+                self._outbox_step(verdict, lambda: self.outbox.discard(message_id))
             raise
+        write_s = time.perf_counter() - started
         if message_id is not None:
-            self.outbox.release(message_id)
+            self._outbox_step(verdict, lambda: self.outbox.release(message_id))
             with self._lock:
                 self._committed_at[verdict.item_id] = time.monotonic()
             self.publisher.notify()
         if self.metrics is not None:
+            self.metrics.result_write.observe(write_s)
             latency = (utcnow() - discovered_at).total_seconds()
             self.metrics.scored(verdict.product, verdict.station, verdict.verdict, latency)
+
+    def _outbox_step(self, verdict: Verdict, step: Callable[[], T]) -> T | None:
+        """An outbox write; a local disk that refuses it must not stop the line (the
+        row is still written), so it is logged as a lost message instead."""
+        try:
+            return step()
+        except (sqlite3.Error, OSError) as exc:
+            log.error("MQTT outbox %s not writable (%s): the message of item %d (%s) is not sent",
+                      self.outbox.path, exc, verdict.item_id, verdict.path)
+            return None
 
     def model_in_use(self, product: str, version: str) -> None:
         if self.metrics is not None:

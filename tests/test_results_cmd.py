@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -71,11 +69,12 @@ def test_results_filter_every_station(capsys, plant_config: Path) -> None:
     (["db", "upgrade", "--bogus"], "db upgrade: unrecognized arguments: --bogus"),
     (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
 ])
-def test_usage_errors_name_the_program_once(argv: list[str], words: str, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "inspectd.cli", *argv], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
-    assert done.returncode == 2 and done.stdout == ""
-    (line,) = done.stderr.splitlines()
+def test_usage_errors_name_the_program_once(argv: list[str], words: str, capsys, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    (line,) = err.splitlines()
     assert line.startswith("inspectd: ") and line.count("inspectd:") == 1 and "inspectd inspectd" not in line
     assert words in line
 

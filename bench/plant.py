@@ -12,9 +12,10 @@ line role. A subscriber plays the line's controller (QoS 1, persistent session).
 1. Burst: every daemon gets --images images dropped at once; daemon 1 is killed
    with SIGKILL twice during its burst and restarted. Prints rows, lost and
    duplicated (by file), the result write time (commit of one row, from the daemons'
-   own histogram, p50 by interpolation), and the MQTT latency as the controller sees
-   it (receive time minus the row's scored_at, which is taken just before the
-   commit: a slight overestimate), p50/p95/p99.
+   own histogram, p50 by interpolation), the MQTT latency from the row's commit to
+   the broker's acknowledgement (the daemons' histogram), and as the controller sees
+   it (receive time minus the row's scored_at, which is taken before the commit, so
+   it includes the commit itself), p50/p95/p99.
 2. Broker outage: a stream of images into daemon 2 at --rate per second; the broker
    is stopped for --outage seconds in the middle of it. Prints messages lost,
    repeats (QoS 1 at-least-once; dropped by item_id), and whether the first-seen
@@ -145,13 +146,12 @@ def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return lower
 
 
-def write_buckets(pcs: list[LinePC]) -> list[tuple[float, float]]:
-    """The result-write histograms of all daemons, summed (the restarted one counts
-    only since its last start)."""
+def summed_buckets(pcs: list[LinePC], histogram: str) -> list[tuple[float, float]]:
+    """A histogram of all daemons, summed (a restarted one counts since its last start)."""
     summed: Counter[float] = Counter()
     for pc in pcs:
         for (name, labels), value in pc.scrape().items():
-            if name == "inspectd_result_write_seconds_bucket":
+            if name == f"{histogram}_bucket":
                 summed[float(dict(labels)["le"])] += value
     return list(summed.items())
 
@@ -237,13 +237,16 @@ def main() -> None:
         for message in controller.messages:
             first_seen.setdefault(message["item_id"], message["_received"])
         latencies = [first_seen[i] - scored[i] for i in item_ids]
-        write = write_buckets(pcs)
+        write = summed_buckets(pcs, "inspectd_result_write_seconds")
+        delivery = summed_buckets(pcs, "inspectd_mqtt_delivery_seconds")
         print(f"\nburst: {args.daemons} daemons x {args.images} images, {args.kills} kill -9 of one daemon, "
               f"{elapsed:.0f} s ({len(rows) / elapsed:.1f} images/s in all)")
         print(f"  rows {len(rows)} (expected {total}), lost {lost}, duplicated {duplicated}")
         print(f"  result write (row commit) p50 {histogram_quantile(write, 0.5) * 1000:.1f} ms, "
               f"p95 {histogram_quantile(write, 0.95) * 1000:.1f} ms (daemons' histograms, "
               f"{int(max(c for _, c in write))} writes since each daemon's last start)")
+        print(f"  MQTT row committed -> broker's PUBACK: p50 {histogram_quantile(delivery, 0.5) * 1000:.1f} ms, "
+              f"p95 {histogram_quantile(delivery, 0.95) * 1000:.1f} ms (daemons' histograms)")
         print(f"  MQTT scored_at -> received: p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
               f"p95 {percentile(latencies, 0.95) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms "
               f"(messages {len(controller.messages)}, repeats {len(controller.messages) - len(first_seen)})")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -22,9 +22,7 @@ import torch
 from engine_support import SESSION_PRODUCT, SOURCE_HW, Enrolled, LabelledSet, load_eval_set, write_config
 from inspectd.config import Config, load_config
 from inspectd.synthetic import DatasetSpec, generate_dataset
-from servers import LINE_ROLE, OWNER_ROLE, MosquittoBroker, PostgresDatabase, PostgresServer, ServerMissing
-
-Server = TypeVar("Server")
+from servers import LINE_ROLE, OWNER_ROLE, MosquittoBroker, PostgresDatabase, PostgresServer, start_or_skip
 
 # One intra-op thread: this suite's tensors are small, and on a busy 2-core machine two
 # OpenMP threads spin against other processes (measured: enrollment 2 s -> 8-26 s).
@@ -119,17 +117,6 @@ def session_model(enrolled: Enrolled):
 
 
 # ------------------------------------------------------------ real servers
-
-
-def start_or_skip(start: Callable[[], Server]) -> Server:
-    """Start a test server; skip when it is not installed, except in CI (.ci/run
-    installs it, so a missing server there is a failure, never a silent skip)."""
-    try:
-        return start()
-    except ServerMissing as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc}: .ci/run must install it")
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import paho.mqtt.client as paho
 
@@ -43,6 +44,22 @@ ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER_ROLE} IN SCHEMA public GRANT USAGE, SEL
 
 class ServerMissing(RuntimeError):
     """The server's binaries are not installed."""
+
+
+Server = TypeVar("Server")
+
+
+def start_or_skip(start: Callable[[], Server]) -> Server:
+    """Start a test server; skip when it is not installed, except in CI (.ci/run
+    installs it, so a missing server there is a failure, never a silent skip)."""
+    import pytest
+
+    try:
+        return start()
+    except ServerMissing as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc}: .ci/run must install it")
+        pytest.skip(str(exc))
 
 
 def free_port() -> int:

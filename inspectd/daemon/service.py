@@ -22,12 +22,21 @@ from types import FrameType
 
 from .. import sdnotify
 from ..config import Config, WatchFolder, load_config
-from ..db import Database, DatabaseBusyError, DatabaseFullError, RetryPolicy, open_database
+from ..db import (
+    Database,
+    DatabaseBusyError,
+    DatabaseFullError,
+    DatabaseUnreachableError,
+    RetryPolicy,
+    open_database,
+)
+from ..db.engine import is_sqlite
 from ..db.records import ItemRecord
 from ..device import resolve_device
 from ..errors import DatabaseError, InspectdError
 from ..plant.model_copies import shared_models
 from ..plant.reporting import Reporting
+from ..plant.spool import SPOOL_FILE, Spool
 from .intake import ContentCache, take_in
 from .landing import display_path, signature
 from .pauses import Pauses
@@ -62,6 +71,8 @@ class Daemon:
         self.cache = ContentCache(config.daemon.intake_buffer_mb * 1024 * 1024)
         self.reporting = Reporting.off(config)  # MQTT and metrics: run() starts them
         self.shared_models = None  # copies from a shared model store: run() starts them
+        self.spool: Spool | None = None  # the local queue while a database server is unreachable
+        self.offline = False
         self.pauses = Pauses(on_change=lambda reason, paused: self.reporting.pause(reason, paused))
         self.work_pending = True  # pending items from before a restart are claimed first
         self.scored = 0
@@ -99,6 +110,9 @@ class Daemon:
         self.reporting = Reporting(self.config)
         self.reporting.start()
         self.shared_models = shared_models(self.config)
+        if not is_sqlite(self.config.database_url):
+            self.spool = Spool(self.config.state_dir / SPOOL_FILE)
+            self.reporting.watch_spool(self.spool.depth)
         self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.retake,
                                     self.reporting)
         self.worker.warm_up({folder.product for folder in self.config.watch})
@@ -123,16 +137,19 @@ class Daemon:
             try:
                 self.worker.flush()
             except DatabaseError as exc:
-                self.stop_note = (f"{len(self.worker.unrecorded)} of {unrecorded} finished items could not be "
-                                  f"recorded ({exc}); they stay 'scoring' and are scored again at the next start")
-            self.reporting.stop()
+                if not self._flush_to_spool():
+                    self.stop_note = (f"{len(self.worker.unrecorded)} of {unrecorded} finished items could not be "
+                                      f"recorded ({exc}); they stay 'scoring' and are scored again at the next start")
+            self.reporting.stop()  # the last messages go before the database closes
             self.db.close()
-        elif unrecorded:
+        elif unrecorded and not self._flush_to_spool():
             self.stop_note = f"{unrecorded} finished items could not be recorded: the database was never reachable"
         self.reporting.stop()
         if self.shared_models is not None:
             self.shared_models.stop()
         self._report("stopped")
+        if self.spool is not None:
+            self.spool.close()
         self.locks.release()
         if self.stop_note:
             log.warning("inspectd stopped, but not cleanly: %s", self.stop_note)
@@ -155,6 +172,8 @@ class Daemon:
                 idle_claim = time.monotonic() - last_claim > IDLE_CLAIM_SECONDS
                 if self._database_work(idle_claim):
                     last_claim = time.monotonic()
+            elif self.offline:
+                self._offline_work()
             now = time.monotonic()
             if watchdog and now >= next_ping:
                 sdnotify.watchdog_ping()
@@ -172,6 +191,8 @@ class Daemon:
         MAX_WAIT; a new file's event ends the wait at once."""
         if not self.pauses and (self.db is None or self.work_pending or self.worker.unrecorded):
             return 0.0
+        if self.offline and (self.spool.has_work() or self.worker.unrecorded):
+            return 0.0
         candidates = [MAX_WAIT, self.next_reconcile - now, next_status - now, FOLDER_CHECK_SECONDS]
         settling, retry = self.tracker.next_due(now), self.pauses.next_retry()
         if settling is not None:
@@ -186,7 +207,9 @@ class Daemon:
         try:
             if self.db is None:
                 self._connect()
-            self._intake()
+            if self.spool is not None and self.spool.depth():
+                self.spool.drain(self.db, self.reporting, self.folder_of)
+            self._intake(self.db)
             if time.monotonic() >= self.next_reconcile:
                 self.reconcile()
             looked = False
@@ -196,8 +219,10 @@ class Daemon:
                 looked = True
         except DatabaseError as exc:
             self.pauses.hold(DATABASE, _describe(exc))
+            self.offline = self.spool is not None and isinstance(exc, DatabaseUnreachableError)
             self._report("running")
             return False
+        self.offline = False
         if self.pauses.clear(DATABASE):
             self._report("running")
         return looked
@@ -216,16 +241,48 @@ class Daemon:
         self.db = self.worker.db = db
         self.next_reconcile = 0.0
 
-    def _intake(self) -> None:
+    def _intake(self, target: Database | Spool) -> None:
         outcomes = self.tracker.ready()
         for index, outcome in enumerate(outcomes):
             try:
-                if take_in(self.db, outcome, self.cache) is not None:
+                if take_in(target, outcome, self.cache) is not None:
                     self.work_pending = True
             except DatabaseError:
                 for unrecorded in outcomes[index:]:  # looked at again once the database is back
                     self.tracker.touch(unrecorded.path, unrecorded.folder)
                 raise
+
+    def _offline_work(self) -> None:
+        """The database server is unreachable: take new files in and score them against
+        the local queue, which is written to the database once the server is back."""
+        self.worker.db, self.reporting.offline = self.spool, True
+        try:
+            self._intake(self.spool)
+            if (self.spool.has_work() or self.worker.unrecorded) and not self.pauses.blocked(RESULTS_DISK):
+                self._score_batch()
+        except DatabaseError as exc:  # the local queue itself is unusable (its disk is full)
+            self.pauses.hold("local queue", str(exc))
+        else:
+            self.pauses.clear("local queue")
+        finally:
+            self.worker.db, self.reporting.offline = self.db, False
+
+    def _flush_to_spool(self) -> bool:
+        """At shutdown with the server unreachable: keep the finished items' outcomes
+        in the local queue rather than scoring them again. True when all went there."""
+        if self.spool is None:
+            return False
+        if not self.worker.unrecorded:
+            return True
+        self.worker.db = self.spool
+        try:
+            self.worker.flush()
+            log.info("the database is unreachable: finished outcomes are kept in the local queue %s", self.spool.path)
+            return True
+        except DatabaseError:
+            return False
+        finally:
+            self.worker.db = self.db
 
     def _score_batch(self) -> None:
         limit = self.config.daemon.batch_size
@@ -297,6 +354,7 @@ class Daemon:
             "database": self.config.database_url if self.db is None else self.db.url,
             "pauses": self.pauses.report(), "model_problems": problems, "waiting_files": waiting,
             "unrecorded": len(self.worker.unrecorded), "scored": self.scored,
+            "offline": self.offline, "local_queue": self.spool.depth() if self.spool is not None else 0,
             "missing_folders": [str(f.path) for f in self.watcher.missing()], "stop_note": self.stop_note,
         }
         try:

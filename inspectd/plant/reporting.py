@@ -50,6 +50,7 @@ class Reporting:
         self._lock = threading.Lock()
         self._paused: set[str] = set()
         self._attached = False
+        self.offline = False  # the daemon works against its local queue (database unreachable)
         if enabled and config.mqtt.enabled:
             self.outbox = Outbox(config.state_dir / OUTBOX_FILE)
             self.publisher = VerdictPublisher(config.mqtt, self.outbox, on_delivered=self._delivered)
@@ -95,11 +96,14 @@ class Reporting:
             self.metrics.close()
 
     @contextmanager
-    def recording(self, verdict: Verdict, folder: WatchFolder | None, discovered_at: datetime) -> Iterator[None]:
+    def recording(self, verdict: Verdict, folder: WatchFolder | None, discovered_at: datetime, *,
+                  scored: bool = True) -> Iterator[None]:
         """Around the commit of `verdict`'s row: the message goes only if the body
-        (the commit) succeeds."""
+        (the commit) succeeds. While `offline` the body writes to the local queue: no
+        message yet (it goes when the queue is written to the database). `scored`
+        False: the image was counted when it was scored (a row from the queue)."""
         message_id = None
-        if self.outbox is not None and self._attached and folder is not None:
+        if self.outbox is not None and self._attached and not self.offline and folder is not None:
             message_id = self._outbox_step(verdict, lambda: self.outbox.prepare(
                 verdict.item_id, self.config.mqtt_topic(folder), verdict.payload()))
         started = time.perf_counter()
@@ -116,9 +120,11 @@ class Reporting:
                 self._committed_at[verdict.item_id] = time.monotonic()
             self.publisher.notify()
         if self.metrics is not None:
-            self.metrics.result_write.observe(write_s)
-            latency = (utcnow() - discovered_at).total_seconds()
-            self.metrics.scored(verdict.product, verdict.station, verdict.verdict, latency)
+            if not self.offline:
+                self.metrics.result_write.observe(write_s)
+            if scored:
+                latency = (utcnow() - discovered_at).total_seconds()
+                self.metrics.scored(verdict.product, verdict.station, verdict.verdict, latency)
 
     def _outbox_step(self, verdict: Verdict, step: Callable[[], T]) -> T | None:
         """An outbox write; a local disk that refuses it must not stop the line (the
@@ -144,6 +150,10 @@ class Reporting:
         else:
             self._paused.discard(reason)
             self.metrics.pause_ended(reason)
+
+    def watch_spool(self, depth: Callable[[], int]) -> None:
+        if self.metrics is not None:
+            self.metrics.spool_depth.set_function(depth)
 
     def queue(self, depth: int, settling: int) -> None:
         if self.metrics is not None:

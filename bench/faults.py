@@ -46,8 +46,8 @@ from inspectd.daemon.landing import display_path  # noqa: E402
 from inspectd.db import open_database  # noqa: E402
 from inspectd.enroll import enroll  # noqa: E402
 from inspectd.model import ProductModel  # noqa: E402
-from inspectd.simulation import (WITHOUT_FILE_OVERRIDE, encode, fill_disk, hold_sqlite_lock,  # noqa: E402
-                                 jpeg_claiming, mount_tmpfs, peak_rss_mb, replace_atomically, unmount,
+from inspectd.simulation import (SMALL_PRODUCT_DEFAULTS, WITHOUT_FILE_OVERRIDE, encode, fill_disk,  # noqa: E402
+                                 hold_sqlite_lock, jpeg_claiming, mount_tmpfs, peak_rss_mb, replace_atomically, unmount,
                                  write_in_chunks)
 from inspectd.store import ModelStore  # noqa: E402
 from inspectd.synthetic import generate_images  # noqa: E402
@@ -128,12 +128,7 @@ database_url = "sqlite:///{db_folder / 'inspectd.db'}"
 results_dir = "{results}"
 device = "cpu"
 log_level = "WARNING"
-[defaults]
-backbone = "resnet18"
-weights = "random"
-size = 64
-coreset_ratio = 0.2
-false_alarm_rate = 0.2
+{SMALL_PRODUCT_DEFAULTS}
 [daemon]
 settle_seconds = 0.5
 incomplete_seconds = 6.0

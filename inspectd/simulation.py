@@ -18,6 +18,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# A product small enough to enroll and score in seconds on a CPU (tests, soak).
+SMALL_PRODUCT_DEFAULTS = """
+[defaults]
+backbone = "resnet18"
+weights = "random"
+size = 64
+coreset_ratio = 0.2
+false_alarm_rate = 0.2
+batch_size = 8
+"""
+
 
 def encode(image_bgr: np.ndarray, extension: str, params: list[int] | None = None) -> bytes:
     ok, data = cv2.imencode(extension, image_bgr, params or [])

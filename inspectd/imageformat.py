@@ -163,6 +163,8 @@ def _png_incomplete(data: bytes) -> str | None:
         _need(data, position + 8, "chunk header")
         length = int.from_bytes(data[position:position + 4], "big")
         kind = data[position + 4:position + 8]
+        if not kind.isalpha():  # chunk types are four ASCII letters
+            raise _Broken()
         end = position + 12 + length
         _need(data, end, f"chunk {kind.decode('latin-1')}")
         if kind == b"IEND":

@@ -182,9 +182,10 @@ def test_a_trailing_newline_in_a_product_name_from_the_cli_is_refused(tmp_path: 
     import subprocess
     import sys
 
+    (tmp_path / "good").mkdir()
     done = subprocess.run([sys.executable, "-m", "inspectd.cli", "--config",
-                           str(_file(tmp_path / "c.toml", f"store_dir = '{tmp_path}'\n")), "score", "--product", "washer\n",
-                           str(tmp_path / "x.png")],
+                           str(_file(tmp_path / "c.toml", f"store_dir = '{tmp_path}'\n")), "enroll", "--product",
+                           "washer\n", str(tmp_path / "good")],
                           capture_output=True, text=True)
     assert done.returncode in (1, 2) and "invalid product name 'washer\\n'" in done.stderr
 

@@ -59,7 +59,8 @@ def session_scores(session_model: ProductModel, eval_set):
 def test_model_files_and_metadata(enrolled) -> None:
     report = enrolled.report
     assert report.version == "v0001" and report.path == enrolled.config.store_dir / "tiles" / "v0001"
-    assert sorted(p.name for p in report.path.iterdir()) == ["bank.npy", "calibration.npy", "model.json"]
+    assert sorted(p.name for p in report.path.iterdir()) == ["SHA256SUMS", "bank.npy", "calibration.npy",
+                                                             "model.json"]
     meta = json.loads((report.path / "model.json").read_text())
     assert meta["settings"]["backbone"] == "resnet18"
     assert meta["settings"]["layers"] == ["layer1", "layer2"]

@@ -29,7 +29,7 @@ import torch
 from ..config import Config, WatchFolder
 from ..db import Database, DuplicateResultError
 from ..db.records import ItemRecord
-from ..errors import DatabaseError, ImageError, InspectdError
+from ..errors import ImageError, InspectdError
 from ..hashing import bytes_sha256
 from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult

@@ -52,7 +52,7 @@ topic = "plant/{{station}}/verdict"
         proc.kill()  # and the line PC crashes while offline
         proc.wait(timeout=10)
         proc = pc.start()
-        wait_until(lambda: "inspectd running" in (tmp_path / "daemon1.log").read_text(), 90, "no restart", pc.log)
+        pc.wait_ready(count=2)
         offline += [copy_as(sample_images[i % 10], pc.drop / f"after_crash_{i}.png") for i in range(3)]
         # A file in the tracker at the crash is found by the scan once the server is back.
         wait_until(lambda: len(heatmaps()) >= len(offline) - 1, 120, "offline files not scored", pc.log)

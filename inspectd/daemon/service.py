@@ -41,7 +41,7 @@ from .intake import ContentCache, take_in
 from .landing import display_path, signature
 from .pauses import Pauses
 from .runtime import FolderLocks, runtime_dir, status_path, write_status
-from .settle import SettleTracker
+from .settle import Refused, SettleTracker
 from .watcher import FolderWatcher, scan
 from .worker import DiskFullError, ScoringWorker
 
@@ -245,8 +245,11 @@ class Daemon:
         outcomes = self.tracker.ready()
         for index, outcome in enumerate(outcomes):
             try:
-                if take_in(target, outcome, self.cache) is not None:
+                item_id = take_in(target, outcome, self.cache)
+                if item_id is not None:
                     self.work_pending = True
+                    if isinstance(outcome, Refused) and target is self.db:  # recorded with its error row
+                        self.reporting.refused(self.db.get_item(item_id), outcome.folder)
             except DatabaseError:
                 for unrecorded in outcomes[index:]:  # looked at again once the database is back
                     self.tracker.touch(unrecorded.path, unrecorded.folder)

@@ -126,6 +126,14 @@ class Reporting:
                 latency = (utcnow() - discovered_at).total_seconds()
                 self.metrics.scored(verdict.product, verdict.station, verdict.verdict, latency)
 
+    def refused(self, item: ItemRecord | None, folder: WatchFolder | None) -> None:
+        """A file recorded at intake with its error row (it could not be read at all):
+        its message goes now, as the row is already committed."""
+        if item is not None:
+            verdict = verdict_for(item, "ERROR", error=item.last_error, image_path=item.path)
+            with self.recording(verdict, folder, item.discovered_at):
+                pass
+
     def _outbox_step(self, verdict: Verdict, step: Callable[[], T]) -> T | None:
         """An outbox write; a local disk that refuses it must not stop the line (the
         row is still written), so it is logged as a lost message instead."""

@@ -158,6 +158,9 @@ class Spool:
             db_item_id = entry.db_item_id
             if db_item_id is None:
                 db_item_id = self._add_to_database(db, entry)
+                if entry.outcome is not None and entry.outcome["kind"] == "intake_error":
+                    item = db.get_item(db_item_id)
+                    reporting.refused(item, folder_of(item) if item else None)
             if entry.outcome is not None and entry.outcome["kind"] != "intake_error":
                 self._write_outcome(db, db_item_id, entry, reporting, folder_of)
             with self._write() as local:

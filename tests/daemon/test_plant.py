@@ -3,6 +3,7 @@ with its own drop folder, results folder and station, connected as the line role
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.request
 from collections import Counter
@@ -82,7 +83,8 @@ port = {port}
         pc.wait_ready()
         images = [copy_as(sample_images[i % 10], pc.drop / f"m_{i:02d}.png") for i in range(12)]
         (pc.drop / "broken.png").write_text("not an image at all")
-        rows = pc.wait_results(13)
+        os.mkfifo(pc.drop / "pipe.png")  # never read: recorded at intake with its error row
+        rows = pc.wait_results(14)
         messages = controller.wait_for({row["item_id"] for row in rows})
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             scraped = response.read().decode()
@@ -92,7 +94,7 @@ port = {port}
         pc.kill_all()
     assert len(images) == 12
     by_item = {message["item_id"]: message for message in messages}
-    assert len(by_item) == 13 and len(messages) == 13  # one per row (no outage: no repeats)
+    assert len(by_item) == 14 and len(messages) == 14  # one per row (no outage: no repeats)
     for row in rows:
         message = by_item[row["item_id"]]
         assert message["_topic"] == "plant/line4/cam1/verdict"
@@ -100,14 +102,16 @@ port = {port}
             k: row[k] for k in ("path", "station", "product", "verdict", "model_version")}
         assert message["normalized_score"] == row["normalized_score"] and message["heatmap_path"] == row["heatmap_path"]
         assert message["_received"] >= _epoch(row["scored_at"])
-    assert by_item[next(r["item_id"] for r in rows if r["path"].endswith("broken.png"))]["verdict"] == "ERROR"
+    for name in ("broken.png", "pipe.png"):
+        message = by_item[next(r["item_id"] for r in rows if r["path"].endswith(name))]
+        assert message["verdict"] == "ERROR" and message["error"]
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(scraped) for s in family.samples}
     verdicts = Counter(row["verdict"] for row in rows)
     for verdict, number in verdicts.items():
         key = ("inspectd_images_total", (("product", "part"), ("station", "line4-cam1"), ("verdict", verdict)))
         assert samples[key] == number
-    assert samples[("inspectd_latency_seconds_count", (("product", "part"), ("station", "line4-cam1")))] == 13
+    assert samples[("inspectd_latency_seconds_count", (("product", "part"), ("station", "line4-cam1")))] == 14
     assert samples[("inspectd_active_model_version", (("product", "part"), ("version", "v0001")))] == 1
     assert samples[("inspectd_mqtt_outbox_depth", ())] == 0 and samples[("inspectd_mqtt_connected", ())] == 1
     assert samples[("inspectd_queue_depth", ())] == 0

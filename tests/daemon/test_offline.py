@@ -29,7 +29,7 @@ def wait_until(condition, timeout: float, what: str, log) -> None:
 def test_scoring_goes_on_while_the_server_is_unreachable_and_catches_up(
         tmp_path: Path, model_store: Path, mosquitto_broker, sample_images: list[Path]) -> None:
     server = start_or_skip(lambda: PostgresServer().start())
-    controller = None
+    controller = pc = None
     try:
         name = server.create_database()
         open_database(server.url(name, OWNER_ROLE)).close()
@@ -64,6 +64,8 @@ topic = "plant/{{station}}/verdict"
         messages = controller.wait_for({row["item_id"] for row in rows}, timeout=60)
         assert pc.stop(proc) == 0
     finally:
+        if pc is not None:
+            pc.kill_all()
         if controller is not None:
             controller.close()
         server.stop()

@@ -7,9 +7,7 @@ which is exactly what a connected machine has after its first download.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 
@@ -24,9 +22,11 @@ from inspectd.errors import ModelError
 BACKBONE = "resnet18"
 
 
-def inspectd(*argv: object, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "inspectd.cli", *map(str, argv)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
+def inspectd(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture
@@ -42,12 +42,14 @@ def torch_home(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     return tmp_path / "torch", state
 
 
-def test_export_writes_the_state_dict_and_a_sha256_that_sha256sum_accepts(torch_home, tmp_path: Path) -> None:
+def test_export_writes_the_state_dict_and_a_sha256_that_sha256sum_accepts(torch_home, tmp_path: Path, capsys,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     home, cached = torch_home
+    monkeypatch.setenv("TORCH_HOME", str(home))  # torchvision's cache, read at each call
     output = tmp_path / "out" / "resnet18.pth"
-    done = inspectd("weights", "export", "--backbone", BACKBONE, output, env={"TORCH_HOME": str(home)}, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "ResNet18_Weights.IMAGENET1K_V1" in done.stdout and "resnet18.pth.sha256" in done.stdout
+    code, out, err = inspectd(capsys, "weights", "export", "--backbone", BACKBONE, output)
+    assert code == 0, err
+    assert "ResNet18_Weights.IMAGENET1K_V1" in out and "resnet18.pth.sha256" in out
     exported = torch.load(output, weights_only=True)
     assert exported.keys() == cached.keys() and all(torch.equal(exported[k], cached[k]) for k in cached)
     check = subprocess.run(["sha256sum", "-c", "resnet18.pth.sha256"], cwd=output.parent, capture_output=True,
@@ -57,22 +59,22 @@ def test_export_writes_the_state_dict_and_a_sha256_that_sha256sum_accepts(torch_
     # The line PC enrolls with the file, and `weights check` confirms the copy.
     _, info = build_trunk(BACKBONE, ("layer1", "layer2"), str(output))
     assert info.source == "file" and info.sha256 == output.with_name("resnet18.pth.sha256").read_text().split()[0]
-    done = inspectd("weights", "check", "--backbone", BACKBONE, output, cwd=tmp_path)
-    assert done.returncode == 0 and "OK" in done.stdout
+    code, out, _ = inspectd(capsys, "weights", "check", "--backbone", BACKBONE, output)
+    assert code == 0 and "OK" in out
 
 
-def test_a_copy_cut_short_is_refused_everywhere(tmp_path: Path) -> None:
+def test_a_copy_cut_short_is_refused_everywhere(tmp_path: Path, capsys) -> None:
     output = tmp_path / "r18.pth"
-    assert inspectd("weights", "export", "--backbone", BACKBONE, "--from", "random", output).returncode == 0
+    assert inspectd(capsys, "weights", "export", "--backbone", BACKBONE, "--from", "random", output)[0] == 0
     data = output.read_bytes()
     output.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match="does not match r18.pth.sha256.*copied incompletely"):
         build_trunk(BACKBONE, ("layer1",), str(output))
-    done = inspectd("weights", "check", "--backbone", BACKBONE, output)
-    assert done.returncode == 1 and "copied incompletely" in done.stderr
+    code, _, err = inspectd(capsys, "weights", "check", "--backbone", BACKBONE, output)
+    assert code == 1 and "copied incompletely" in err
     (tmp_path / "r18.pth.sha256").unlink()
-    done = inspectd("weights", "check", "--backbone", BACKBONE, output)
-    assert done.returncode == 1 and "no checksum file" in done.stderr
+    code, _, err = inspectd(capsys, "weights", "check", "--backbone", BACKBONE, output)
+    assert code == 1 and "no checksum file" in err
 
 
 def test_random_exports_are_reproducible_by_seed(tmp_path: Path, capsys) -> None:

@@ -1,9 +1,11 @@
 """The daemon as a real subprocess, with real files, a real observer and a real database.
 
-The tests whose outcome rests on the database (error rows, a crash mid-batch and the
-requeue at restart, returning claims at SIGTERM) run on SQLite and on PostgreSQL
+The tests whose outcome rests on the database's own behaviour (error rows, a crash
+mid-batch and the requeue at restart) run on SQLite and on PostgreSQL
 (``both_backends``); the others exercise files, signals and systemd, the same on
-either, and run on SQLite only to keep the suite's time in check.
+either, and run on SQLite only to keep the suite's time in check (test_plant.py,
+test_offline.py and test_daemon_integrity.py's database cases add PostgreSQL daemons
+of their own: several line PCs, a server that goes away).
 """
 
 from __future__ import annotations
@@ -113,7 +115,6 @@ def test_kill_9_during_a_batch_then_restart_scores_every_file_once(daemon_env: D
     assert_one_result_per_file(rows, files)
 
 
-@both_backends
 def test_sigterm_exits_cleanly_with_nothing_in_flight(daemon_env: DaemonEnv, sample_images: list[Path]) -> None:
     proc = daemon_env.start()
     daemon_env.wait_ready()

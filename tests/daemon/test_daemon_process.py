@@ -3,9 +3,9 @@
 The tests whose outcome rests on the database's own behaviour (error rows, a crash
 mid-batch and the requeue at restart) run on SQLite and on PostgreSQL
 (``both_backends``); the others exercise files, signals and systemd, the same on
-either, and run on SQLite only to keep the suite's time in check (test_plant.py,
-test_offline.py and test_daemon_integrity.py's database cases add PostgreSQL daemons
-of their own: several line PCs, a server that goes away).
+either, and run on SQLite only to keep the suite's time in check. test_plant.py and
+test_offline.py run PostgreSQL daemons of their own (several line PCs on one server,
+a server that goes away).
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ topic = "plant/{{station}}/verdict"
         # A file in the tracker at the crash is found by the scan once the server is back.
         wait_until(lambda: len(heatmaps()) >= len(offline) - 1, 120, "offline files not scored", pc.log)
         assert "PAUSED (database)" in pc.log()
+        status = pc.status()["service"]
+        assert status["offline"] and status["local_queue"] >= len(offline) - 1
         back_at = datetime.now(timezone.utc)
         server.resume()
 

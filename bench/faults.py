@@ -135,6 +135,7 @@ incomplete_seconds = 6.0
 reconcile_seconds = 15.0
 poll_seconds = 0.5
 runtime_dir = "{self.work / 'run'}"
+spool_dir = "{self.work / 'spool'}"
 stop_timeout_seconds = 20.0
 {watch}""")
 
@@ -294,7 +295,8 @@ class Faults:
                   self.corrupt_model, self.reload]
         schedule = faults + [self.kill] * self.kills
         random.Random(3).shuffle(schedule)
-        gap = seconds / (len(schedule) + 1)
+        busy = 3 * self.plant.seconds_per_fault + 10  # the locks and full disks last, the rest is quick
+        gap = max(5.0, (seconds - busy) / (len(schedule) + 1))
         for fault in schedule:
             if until.wait(gap):
                 return

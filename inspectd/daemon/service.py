@@ -36,12 +36,13 @@ from ..device import resolve_device
 from ..errors import DatabaseError, InspectdError
 from ..plant.model_copies import shared_models
 from ..plant.reporting import Reporting
-from ..plant.spool import SPOOL_FILE, Spool
+from ..plant.offline_queue import QUEUE_FILE, OfflineQueue
 from .intake import ContentCache, take_in
 from .landing import display_path, signature
 from .pauses import Pauses
 from .runtime import FolderLocks, runtime_dir, status_path, write_status
 from .settle import Refused, SettleTracker
+from .spool import Spool
 from .watcher import FolderWatcher, scan
 from .worker import DiskFullError, ScoringWorker
 
@@ -71,7 +72,7 @@ class Daemon:
         self.cache = ContentCache(config.daemon.intake_buffer_mb * 1024 * 1024)
         self.reporting = Reporting.off(config)  # MQTT and metrics: run() starts them
         self.shared_models = None  # copies from a shared model store: run() starts them
-        self.spool: Spool | None = None  # the local queue while a database server is unreachable
+        self.offline_queue: OfflineQueue | None = None  # the local queue while a database server is unreachable
         self.offline = False
         self.pauses = Pauses(on_change=lambda reason, paused: self.reporting.pause(reason, paused))
         self.work_pending = True  # pending items from before a restart are claimed first
@@ -111,9 +112,10 @@ class Daemon:
         self.reporting.start()
         self.shared_models = shared_models(self.config)
         if not is_sqlite(self.config.database_url):
-            self.spool = Spool(self.config.state_dir / SPOOL_FILE)
-            self.reporting.watch_spool(self.spool.depth)
-        self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.retake,
+            self.offline_queue = OfflineQueue(self.config.state_dir / QUEUE_FILE)
+            self.reporting.watch_offline_queue(self.offline_queue.depth)
+        self.spool = Spool(self.config.daemon.spool_dir)
+        self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.spool, self.retake,
                                     self.reporting)
         self.worker.warm_up({folder.product for folder in self.config.watch})
         self.watcher.start()
@@ -137,19 +139,19 @@ class Daemon:
             try:
                 self.worker.flush()
             except DatabaseError as exc:
-                if not self._flush_to_spool():
+                if not self._flush_to_offline_queue():
                     self.stop_note = (f"{len(self.worker.unrecorded)} of {unrecorded} finished items could not be "
                                       f"recorded ({exc}); they stay 'scoring' and are scored again at the next start")
             self.reporting.stop()  # the last messages go before the database closes
             self.db.close()
-        elif unrecorded and not self._flush_to_spool():
+        elif unrecorded and not self._flush_to_offline_queue():
             self.stop_note = f"{unrecorded} finished items could not be recorded: the database was never reachable"
         self.reporting.stop()
         if self.shared_models is not None:
             self.shared_models.stop()
         self._report("stopped")
-        if self.spool is not None:
-            self.spool.close()
+        if self.offline_queue is not None:
+            self.offline_queue.close()
         self.locks.release()
         if self.stop_note:
             log.warning("inspectd stopped, but not cleanly: %s", self.stop_note)
@@ -191,7 +193,7 @@ class Daemon:
         MAX_WAIT; a new file's event ends the wait at once."""
         if not self.pauses and (self.db is None or self.work_pending or self.worker.unrecorded):
             return 0.0
-        if self.offline and (self.spool.has_work() or self.worker.unrecorded):
+        if self.offline and (self.offline_queue.has_work() or self.worker.unrecorded):
             return 0.0
         candidates = [MAX_WAIT, self.next_reconcile - now, next_status - now, FOLDER_CHECK_SECONDS]
         settling, retry = self.tracker.next_due(now), self.pauses.next_retry()
@@ -207,8 +209,8 @@ class Daemon:
         try:
             if self.db is None:
                 self._connect()
-            if self.spool is not None and self.spool.depth():
-                self.spool.drain(self.db, self.reporting, self.folder_of)
+            if self.offline_queue is not None and self.offline_queue.depth():
+                self.offline_queue.drain(self.db, self.reporting, self.folder_of)
             self._intake(self.db)
             if time.monotonic() >= self.next_reconcile:
                 self.reconcile()
@@ -219,7 +221,7 @@ class Daemon:
                 looked = True
         except DatabaseError as exc:
             self.pauses.hold(DATABASE, _describe(exc))
-            self.offline = self.spool is not None and isinstance(exc, DatabaseUnreachableError)
+            self.offline = self.offline_queue is not None and isinstance(exc, DatabaseUnreachableError)
             self._report("running")
             return False
         self.offline = False
@@ -238,14 +240,18 @@ class Daemon:
         if requeued or failed:
             log.warning("resumed after an interruption: %d items requeued, %d failed after %d attempts",
                         requeued, failed, self.config.daemon.max_attempts)
+        queued = db.queued_contents()
+        if self.offline_queue is not None:  # taken in while the server was away, not scored yet
+            queued |= self.offline_queue.queued_contents()
+        self.spool.sweep(queued)
         self.db = self.worker.db = db
         self.next_reconcile = 0.0
 
-    def _intake(self, target: Database | Spool) -> None:
+    def _intake(self, target: Database | OfflineQueue) -> None:
         outcomes = self.tracker.ready()
         for index, outcome in enumerate(outcomes):
             try:
-                item_id = take_in(target, outcome, self.cache)
+                item_id = take_in(target, outcome, self.cache, self.spool)
                 if item_id is not None:
                     self.work_pending = True
                     if isinstance(outcome, Refused) and target is self.db:  # recorded with its error row
@@ -258,10 +264,10 @@ class Daemon:
     def _offline_work(self) -> None:
         """The database server is unreachable: take new files in and score them against
         the local queue, which is written to the database once the server is back."""
-        self.worker.db, self.reporting.offline = self.spool, True
+        self.worker.db, self.reporting.offline = self.offline_queue, True
         try:
-            self._intake(self.spool)
-            if (self.spool.has_work() or self.worker.unrecorded) and not self.pauses.blocked(RESULTS_DISK):
+            self._intake(self.offline_queue)
+            if (self.offline_queue.has_work() or self.worker.unrecorded) and not self.pauses.blocked(RESULTS_DISK):
                 self._score_batch()
         except DatabaseError as exc:  # the local queue itself is unusable (its disk is full)
             self.pauses.hold("local queue", str(exc))
@@ -270,17 +276,18 @@ class Daemon:
         finally:
             self.worker.db, self.reporting.offline = self.db, False
 
-    def _flush_to_spool(self) -> bool:
+    def _flush_to_offline_queue(self) -> bool:
         """At shutdown with the server unreachable: keep the finished items' outcomes
         in the local queue rather than scoring them again. True when all went there."""
-        if self.spool is None:
+        if self.offline_queue is None:
             return False
         if not self.worker.unrecorded:
             return True
-        self.worker.db = self.spool
+        self.worker.db = self.offline_queue
         try:
             self.worker.flush()
-            log.info("the database is unreachable: finished outcomes are kept in the local queue %s", self.spool.path)
+            log.info("the database is unreachable: finished outcomes are kept in the local queue %s",
+                     self.offline_queue.path)
             return True
         except DatabaseError:
             return False
@@ -357,7 +364,7 @@ class Daemon:
             "database": self.config.database_url if self.db is None else self.db.url,
             "pauses": self.pauses.report(), "model_problems": problems, "waiting_files": waiting,
             "unrecorded": len(self.worker.unrecorded), "scored": self.scored,
-            "offline": self.offline, "local_queue": self.spool.depth() if self.spool is not None else 0,
+            "offline": self.offline, "local_queue": self.offline_queue.depth() if self.offline_queue is not None else 0,
             "missing_folders": [str(f.path) for f in self.watcher.missing()], "stop_note": self.stop_note,
         }
         try:

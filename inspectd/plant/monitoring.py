@@ -5,7 +5,7 @@
     inspectd_result_write_seconds                      writing one result row (its commit)
     inspectd_queue_depth                               this daemon's items waiting or being scored
     inspectd_settling_files                            files seen, waiting to stop changing
-    inspectd_spool_depth                               results waiting for the database server
+    inspectd_offline_queue_depth                       scored while the database server was away, not yet written
     inspectd_pauses_total{reason} / inspectd_paused{reason}   pauses (disk full, database ...)
     inspectd_active_model_version{product,version}     the version in use (value: its number)
     inspectd_mqtt_outbox_depth                         messages waiting for the broker
@@ -49,7 +49,8 @@ class DaemonMetrics:
         self.queue_depth = Gauge("inspectd_queue_depth", "Items of this daemon's stations waiting or being scored",
                                  registry=r)
         self.settling = Gauge("inspectd_settling_files", "Files seen and waiting to stop changing", registry=r)
-        self.spool_depth = Gauge("inspectd_spool_depth", "Results waiting for the database server", registry=r)
+        self.offline_queue_depth = Gauge("inspectd_offline_queue_depth",
+                                         "Entries of the local queue not yet written to the database", registry=r)
         self.pauses = Counter("inspectd_pauses", "Pauses of scoring, by reason", ["reason"], registry=r)
         self.paused = Gauge("inspectd_paused", "1 while scoring is paused for this reason", ["reason"], registry=r)
         self.model_version = Gauge("inspectd_active_model_version",

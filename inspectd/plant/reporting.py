@@ -159,9 +159,9 @@ class Reporting:
             self._paused.discard(reason)
             self.metrics.pause_ended(reason)
 
-    def watch_spool(self, depth: Callable[[], int]) -> None:
+    def watch_offline_queue(self, depth: Callable[[], int]) -> None:
         if self.metrics is not None:
-            self.metrics.spool_depth.set_function(depth)
+            self.metrics.offline_queue_depth.set_function(depth)
 
     def queue(self, depth: int, settling: int) -> None:
         if self.metrics is not None:

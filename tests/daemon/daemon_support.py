@@ -136,6 +136,7 @@ settle_seconds = 0.2
 incomplete_seconds = 3.0
 reconcile_seconds = 2.0
 runtime_dir = "{root / 'run'}"
+spool_dir = "{root / 'spool'}"
 
 [[watch]]
 path = "{drop}"

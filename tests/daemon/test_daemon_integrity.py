@@ -171,6 +171,31 @@ def test_an_overwritten_latest_png_never_gets_another_images_score(daemon_env: D
         assert first_row["raw_score"] == pytest.approx(expected["first"], rel=1e-5)
 
 
+def test_a_latest_png_overwritten_while_the_daemon_is_down_is_still_scored(daemon_env: DaemonEnv,
+                                                                          sample_images: list[Path],
+                                                                          model_store: Path) -> None:
+    proc = daemon_env.start()
+    daemon_env.wait_ready()
+    first, second = sample_images[1].read_bytes(), sample_images[8].read_bytes()
+    backlog = [copy_as(sample_images[i % 10], daemon_env.drop / f"queue_{i:02d}.png") for i in range(80)]
+    time.sleep(0.4)
+    latest = daemon_env.drop / "latest.png"
+    latest.write_bytes(first)
+    daemon_env.wait_for(lambda: "latest.png" in str(_item_paths(daemon_env)), "latest.png taken in", every=0.02)
+    proc.kill()  # queued, its bytes in memory and in the spool only ...
+    proc.wait(timeout=10)
+    assert not [r for r in daemon_env.results() if r["path"] == str(latest)], "scored before the kill"
+    replace_atomically(latest, second)  # ... when the camera overwrites it
+    proc = daemon_env.start()
+    rows = settled_db_rows(daemon_env, len(backlog) + 2, timeout=180)
+    assert daemon_env.stop(proc) == 0
+    expected = offline_scores(model_store, {"first": first, "second": second})
+    by_hash = {row["sha256"]: row for row in rows_by_name(rows)["latest.png"]}
+    assert by_hash[sha256(first)]["raw_score"] == pytest.approx(expected["first"], rel=1e-5)
+    assert by_hash[sha256(second)]["raw_score"] == pytest.approx(expected["second"], rel=1e-5)
+    assert not list((daemon_env.root / "spool").iterdir())  # nothing left behind once recorded
+
+
 def _item_paths(env: DaemonEnv) -> list[str]:
     try:
         with sqlite3.connect(env.database_url.removeprefix("sqlite:///")) as connection:

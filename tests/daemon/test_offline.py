@@ -13,7 +13,7 @@ import pytest
 
 from daemon_support import copy_as, make_daemon_env
 from inspectd.db import open_database
-from inspectd.plant.spool import SPOOL_FILE, Spool
+from inspectd.plant.offline_queue import QUEUE_FILE, OfflineQueue
 from servers import LINE_ROLE, OWNER_ROLE, PostgresServer, Subscriber, start_or_skip
 
 pytestmark = pytest.mark.slow
@@ -80,4 +80,4 @@ topic = "plant/{{station}}/verdict"
         assert row["verdict"] in ("OK", "NG") and Path(row["path"]).name.startswith(("offline_", "after_crash_"))
     assert {m["item_id"] for m in messages} == {row["item_id"] for row in rows}
     assert all(m["item_id"] > 0 for m in messages)  # database ids: sent after the rows were committed
-    assert Spool(tmp_path / "state" / SPOOL_FILE).depth() == 0
+    assert OfflineQueue(tmp_path / "state" / QUEUE_FILE).depth() == 0

@@ -1,14 +1,14 @@
 """Scoring on while the database server is unreachable: a local queue that catches up.
 
 While the server cannot be reached, the daemon takes new files in and scores them
-as usual, but against this spool (a SQLite file in `state_dir`) instead of the
+as usual, but against this queue (a SQLite file in `state_dir`) instead of the
 database: it offers the part of the :class:`~inspectd.db.Database` surface that the
 intake and the worker use (`add_item`, `claim_pending`, `record_result`,
 `record_error`, `return_to_pending`, `register_model_version`). Outcomes of items
 claimed from the database before the outage land here too, so nothing waits in
 memory only.
 
-When the server answers again, :meth:`Spool.drain` writes everything in order: each
+When the server answers again, :meth:`OfflineQueue.drain` writes everything in order: each
 local item becomes a database item (its database id is kept here as soon as it is
 known, so a crash half-way never records a file twice), then its outcome, with its
 MQTT message after the commit like any other result. Local item ids are negative,
@@ -36,7 +36,7 @@ from ..db.schema import STATE_DONE, STATE_PENDING, STATE_SCORING, utcnow
 from .reporting import Reporting, verdict_for
 
 log = logging.getLogger(__name__)
-SPOOL_FILE = "offline-queue.sqlite3"
+QUEUE_FILE = "offline-queue.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -66,7 +66,7 @@ class _Entry:
     outcome: dict[str, Any] | None
 
 
-class Spool:
+class OfflineQueue:
     """The local queue; thread-safe, every change committed before it returns."""
 
     def __init__(self, path: Path):
@@ -100,6 +100,16 @@ class Spool:
             cursor = db.execute("INSERT INTO entries (item, identity, state, outcome) VALUES (?, ?, ?, ?)",
                                 (json.dumps(item), identity, STATE_DONE if error else STATE_PENDING, outcome))
             return -int(cursor.lastrowid), True
+
+    def get_item(self, item_id: int) -> ItemRecord | None:
+        """A file taken in offline (negative id), or None."""
+        entries = self._entries(ids=[-item_id]) if item_id < 0 else []
+        return _record(entries[0]) if entries and entries[0].item is not None else None
+
+    def queued_contents(self) -> set[tuple[str, str]]:
+        """(path, content hash) of the files taken in offline and not scored yet."""
+        return {(entry.item["path"], entry.item["sha256"]) for entry in self._entries()
+                if entry.item is not None and entry.outcome is None and entry.item["sha256"]}
 
     def claim_pending(self, product: str | None, limit: int, *,
                       stations: Collection[str] | None = None) -> list[ItemRecord]:

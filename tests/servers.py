@@ -135,7 +135,7 @@ class PostgresServer:
     def resume(self) -> None:
         """Start the server process (again, after :meth:`halt`) on the same port."""
         assert self.root is not None
-        options = [f"-c listen_addresses=127.0.0.1", f"-c port={self.port}",
+        options = ["-c listen_addresses=127.0.0.1", f"-c port={self.port}",
                    f"-c unix_socket_directories={self.root / 'run'}", f"-c max_connections={self.max_connections}"]
         if not self.durable:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]

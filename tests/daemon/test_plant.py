@@ -33,7 +33,7 @@ def test_three_line_pcs_share_one_database_and_each_scores_only_its_own_files(
     first, second, third = line_pcs
     procs = [pc.start() for pc in line_pcs]
     for pc in line_pcs:
-        pc.wait_ready()
+        pc.wait_ready(timeout=240)  # three daemons loading torch at once on two cores
     dropped = {pc.root.name: [copy_as(sample_images[i % 10], pc.drop / f"{pc.root.name}_{i:03d}.png")
                               for i in range(40)] for pc in line_pcs}
     deadline = time.monotonic() + 120

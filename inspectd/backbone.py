@@ -19,7 +19,7 @@ import torchvision
 from torch import nn
 
 from .errors import ModelError
-from .hashing import file_sha256
+from .hashing import file_sha256, verify_checksum_file
 
 log = logging.getLogger(__name__)
 
@@ -140,21 +140,38 @@ def _random(backbone: str, seed: int) -> tuple[nn.Module, WeightsInfo]:
 def _from_file(backbone: str, path: Path) -> tuple[nn.Module, WeightsInfo]:
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
+    digest = file_sha256(path)
+    verify_checksum_file(path, digest)  # a copy cut short is refused before it is read
+    resnet = fitted(backbone, read_state_dict(path), str(path), allow_missing_classifier=True)
+    return resnet, WeightsInfo(source="file", name=str(path.resolve()), sha256=digest)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from a file, read without executing code (a training
+    checkpoint's "state_dict" entry is taken)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(f"{path}: not a loadable state-dict file ({exc})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ModelError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def fitted(backbone: str, state: dict[str, torch.Tensor], origin: str, *,
+           allow_missing_classifier: bool = False) -> nn.Module:
+    """The torchvision `backbone` with `state` loaded; ModelError naming `origin`
+    when the weights are of another network."""
     resnet = torchvision.models.get_model(backbone, weights=None)
     try:
         missing, unexpected = resnet.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not fit {backbone}: {str(exc).splitlines()[0]}") from exc
+    except RuntimeError as exc:  # the first line only says "Error(s) in loading state_dict"
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise ModelError(f"{origin}: weights do not fit {backbone}: {detail}") from exc
     # Only the classifier may be absent: the trunk never uses it.
-    missing = [key for key in missing if not key.startswith("fc.")]
+    missing = [key for key in missing if not (allow_missing_classifier and key.startswith("fc."))]
     if missing or unexpected:
-        raise ModelError(f"{path}: weights do not fit {backbone} (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return resnet, WeightsInfo(source="file", name=str(path.resolve()), sha256=file_sha256(path))
+        raise ModelError(f"{origin}: weights do not fit {backbone} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return resnet

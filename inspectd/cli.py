@@ -18,12 +18,16 @@ from .errors import InspectdError, UsageError
 from .naming import validate_product_name
 
 log = logging.getLogger("inspectd")
+PROG = "inspectd"
 Command = Callable[[argparse.Namespace, Config], int]
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage and exits 2
-        raise UsageError(f"{self.prog}: {message}")
+        # main() prints "inspectd: " before every message; a subcommand names itself.
+        command = self.prog.removeprefix(PROG).strip()
+        raise UsageError(f"{command}: {message} (see 'inspectd {command} --help')" if command
+                         else f"{message} (see 'inspectd --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "/etc/inspectd/config.toml)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks and debug logging")
-    parser = _Parser(prog="inspectd", description="PatchCore visual inspection for factory lines.",
+    parser = _Parser(prog=PROG, description="PatchCore visual inspection for factory lines.",
                      parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     from . import commands  # the subcommands live beside, one module each
@@ -56,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = build_parser().parse_known_args(argv)
+        if unknown:  # name the subcommand whose options these are not
+            command = getattr(args, "command_name", args.command)
+            raise UsageError(f"{command}: unrecognized arguments: {' '.join(unknown)} "
+                             f"(see 'inspectd {command} --help')")
         args.config, args.debug = getattr(args, "config", None), getattr(args, "debug", False)
         config = load_config(args.config)
         setup_logging(config.log_level, args.debug)

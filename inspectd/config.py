@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 from .errors import ConfigError, ProductNameError
 from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from .naming import station_name_problem, validate_product_name
+from .plant.settings import MetricsSettings, MqttSettings, topic_for
 
 SYSTEM_CONFIG = Path("/etc/inspectd/config.toml")
 BACKBONES = ("wide_resnet50_2", "resnet18", "wide_resnet101_2")
@@ -102,6 +103,7 @@ class WatchFolder:
     network_share: bool = False
     after_scoring: Literal["keep", "move", "delete"] = "keep"
     archive_dir: Path | None = None
+    mqtt_topic: str = ""  # this station's MQTT topic instead of [mqtt] topic
 
     def __post_init__(self) -> None:
         _check_product_name(self.product, "product")
@@ -180,11 +182,30 @@ class Config:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
     watch: tuple[WatchFolder, ...] = ()
+    # This line PC's own state: the MQTT outbox, results waiting for the database
+    # server, verified copies of models from a shared store.
+    state_dir: Path = Path("/var/lib/inspectd/state")
+    # On a line PC: the plant's shared (often read-only, network) model store. Its
+    # newest versions are copied into store_dir, verified, and scored from there.
+    shared_store_dir: Path | None = None
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     source: Path | None = None  # the file this was read from, if any
 
     def __post_init__(self) -> None:
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                "device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        for index, folder in enumerate(self.watch):
+            self.mqtt_topic(folder, key=f"watch[{index}].mqtt_topic" if folder.mqtt_topic else "mqtt.topic")
+
+    @property
+    def stations(self) -> frozenset[str]:
+        """The stations of this line PC's drop folders: the items its daemon claims."""
+        return frozenset(folder.station for folder in self.watch)
+
+    def mqtt_topic(self, folder: WatchFolder, key: str = "mqtt.topic") -> str:
+        """The MQTT topic of a watched folder's results."""
+        return topic_for(folder.mqtt_topic or self.mqtt.topic, station=folder.station, product=folder.product, key=key)
 
     def product(self, name: str) -> ProductSettings:
         """Settings for a product: its own section, or the defaults."""

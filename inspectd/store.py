@@ -208,6 +208,18 @@ def _write_checksums(folder: Path, names: list[str]) -> None:
         os.fsync(handle.fileno())
 
 
+def verify_copy(folder: Path) -> None:
+    """A copied version folder holds every file its SHA256SUMS names, with that
+    checksum; ModelError naming the first that does not."""
+    sums = _read_checksums(folder / CHECKSUMS_FILE)
+    if not sums:
+        raise ModelError(f"{folder} has no {CHECKSUMS_FILE}: it cannot be verified")
+    for name, digest in sums.items():
+        path = folder / name
+        if not path.is_file() or file_sha256(path) != digest:
+            raise ModelError(f"{path} is missing or fails its checksum in {CHECKSUMS_FILE}")
+
+
 def _read_checksums(path: Path) -> dict[str, str] | None:
     """name -> sha256 from a SHA256SUMS file, or None when there is none."""
     try:

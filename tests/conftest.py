@@ -12,8 +12,9 @@ CLI tests.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ import torch
 from engine_support import SESSION_PRODUCT, SOURCE_HW, Enrolled, LabelledSet, load_eval_set, write_config
 from inspectd.config import Config, load_config
 from inspectd.synthetic import DatasetSpec, generate_dataset
+from servers import LINE_ROLE, OWNER_ROLE, MosquittoBroker, PostgresDatabase, PostgresServer, start_or_skip
 
 # One intra-op thread: this suite's tensors are small, and on a busy 2-core machine two
 # OpenMP threads spin against other processes (measured: enrollment 2 s -> 8-26 s).
@@ -112,3 +114,46 @@ def session_model(enrolled: Enrolled):
     from inspectd.store import ModelStore
 
     return ProductModel.load(ModelStore(enrolled.config.store_dir), enrolled.product)
+
+
+# ------------------------------------------------------------ real servers
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (initdb + pg_ctl into a temporary folder)."""
+    server = start_or_skip(lambda: PostgresServer().start())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[PostgresDatabase]:
+    """A fresh, empty database on the session's server, dropped afterwards."""
+    name = postgres_server.create_database()
+    yield PostgresDatabase(name, postgres_server.url(name, OWNER_ROLE), postgres_server.url(name, LINE_ROLE))
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def mosquitto_broker() -> Iterator[MosquittoBroker]:
+    """A Mosquitto broker on a loopback port for the session (tests that stop it use
+    their own: see ``make_broker``)."""
+    broker = start_or_skip(lambda: MosquittoBroker().start())
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def make_broker() -> Iterator[Callable[[], MosquittoBroker]]:
+    """Factory for a broker of the test's own, which it may stop and restart."""
+    brokers: list[MosquittoBroker] = []
+
+    def make() -> MosquittoBroker:
+        broker = start_or_skip(lambda: MosquittoBroker().start())
+        brokers.append(broker)
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.close()

@@ -1,5 +1,5 @@
-"""Database layer tests on real SQLite files (and PostgreSQL when
-INSPECTD_TEST_POSTGRES_URL names a scratch database: its public schema is wiped)."""
+"""Database layer tests on real SQLite files and on a real PostgreSQL server (started
+for the session by the ``postgres_server`` fixture)."""
 
 from __future__ import annotations
 
@@ -58,8 +58,7 @@ from inspectd.db.migrations import plan_upgrade, read_schema_version
 from inspectd.db.schema import Base, Result, Review
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
-POSTGRES_URL = os.environ.get("INSPECTD_TEST_POSTGRES_URL")
-BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+BACKENDS = ["sqlite", "postgresql"]
 REPO_ROOT = Path(inspectd.__file__).resolve().parents[1]
 
 
@@ -73,15 +72,11 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """The same test on a SQLite file and on a fresh database of a real PostgreSQL
+    server (as its owner role, which may create and upgrade the schema)."""
     if request.param == "sqlite":
         return sqlite_url
-    assert POSTGRES_URL is not None
-    engine = create_engine(POSTGRES_URL)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return POSTGRES_URL
+    return request.getfixturevalue("postgres_database").owner_url
 
 
 @pytest.fixture()
@@ -295,6 +290,21 @@ def test_concurrent_workers_never_claim_the_same_item(db_url: str, caplog: pytes
     finally:
         for worker in workers:
             worker.close()
+
+
+def test_each_line_pc_claims_and_requeues_only_its_own_stations(db_url: str):
+    with open_database(db_url) as line1, open_database(db_url) as line2:
+        ids = {station: [add(line1, f"{station}-{n}.png", station=station) for n in range(3)]
+               for station in ("line1-cam1", "line1-cam2", "line2-cam1")}
+        mine = line1.claim_pending(None, 10, stations={"line1-cam1", "line1-cam2"})
+        assert sorted(item.id for item in mine) == sorted(ids["line1-cam1"] + ids["line1-cam2"])
+        assert line1.claim_pending(None, 10, stations={"line1-cam1", "line1-cam2"}) == []
+        (first,) = line2.claim_pending(None, 1, stations={"line2-cam1"})
+        # line 2 restarts after a crash: line 1's claims stay, its own one is requeued
+        assert line2.requeue_interrupted(max_attempts=3, stations={"line2-cam1"}) == (1, 0)
+        assert line1.get_item(mine[0].id).state == STATE_SCORING
+        assert line2.get_item(first.id).state == STATE_PENDING
+        assert sorted(i.id for i in line2.claim_pending(None, 10, stations={"line2-cam1"})) == ids["line2-cam1"]
 
 
 # --- crash recovery and shutdown ---------------------------------------------------

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import sys
 
-from ..cli import print_table
+from ..cli import print_json_lines, print_table
 from ..config import Config
 from ..db import RESULT_EXPORT_FIELDS, open_database
 from ..errors import UsageError
@@ -22,7 +22,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     parser.add_argument("--since", type=parse_time, help="ISO time (e.g. 2026-11-26T08:00) or a duration like 2h, 30m, 7d")
     parser.add_argument("--until", type=parse_time)
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    output.add_argument("--json", dest="format", action="store_const", const="json",
+                        help="one JSON object per result (JSON Lines), like score --json; same as --format json")
     parser.set_defaults(handler=run)
 
 
@@ -43,8 +46,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         rows = db.query_results(product=args.product, verdict=args.verdict, since=args.since, until=args.until,
                                 station=args.station, limit=args.limit)
     if args.format == "json":
-        for row in rows:
-            print(json.dumps(row, default=str))
+        print_json_lines(rows)
     elif args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=list(RESULT_EXPORT_FIELDS), extrasaction="ignore")
         writer.writeheader()

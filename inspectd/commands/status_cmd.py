@@ -77,6 +77,10 @@ def _print_service(report: dict[str, Any] | None) -> None:
         print(f"files not taken in yet: {sum(waiting.values())} ({reasons})")
     if report.get("unrecorded"):
         print(f"results waiting to be written to the database: {report['unrecorded']}")
+    if report.get("offline"):
+        print("DATABASE SERVER UNREACHABLE: scoring goes on into the local queue")
+    if report.get("local_queue"):
+        print(f"local queue (written to the database when it is reachable): {report['local_queue']} entries")
 
 
 def _print_database(database: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 def output_paths(results_dir: Path, item: ItemRecord) -> tuple[Path, Path]:
     """(heatmap PNG, raw anomaly map .npy) under <results>/<product>/<YYYY-MM-DD>/."""
     day = item.discovered_at.strftime("%Y-%m-%d")
-    stem = f"{item.id:08d}_{Path(item.path).stem}"
+    # Negative ids are items of the local queue (database server unreachable).
+    stem = f"{item.id:08d}_{Path(item.path).stem}" if item.id >= 0 else f"q{-item.id:07d}_{Path(item.path).stem}"
     folder = results_dir / item.product / day
     return folder / f"{stem}_heatmap.png", folder / f"{stem}_map.npy"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,10 @@ class Pause:
 
 
 class Pauses:
-    def __init__(self, first_delay: float = 1.0, max_delay: float = 30.0):
+    def __init__(self, first_delay: float = 1.0, max_delay: float = 30.0,
+                 on_change: Callable[[str, bool], None] | None = None):
         self.first_delay, self.max_delay = first_delay, max_delay
+        self.on_change = on_change  # (key, paused) when a pause starts or ends (the metrics)
         self._active: dict[str, Pause] = {}
 
     def hold(self, key: str, message: str) -> None:
@@ -34,6 +37,8 @@ class Pauses:
         if pause is None:
             pause = self._active[key] = Pause(message, time.time(), now, self.first_delay)
             log.error("PAUSED (%s): %s; retrying with back-off", key, message)
+            if self.on_change is not None:
+                self.on_change(key, True)
         else:
             if message != pause.message:
                 log.error("still paused (%s): %s", key, message)
@@ -45,6 +50,8 @@ class Pauses:
         pause = self._active.pop(key, None)
         if pause is not None:
             log.warning("resumed (%s) after %.0f s: %s", key, time.time() - pause.since, pause.message)
+            if self.on_change is not None:
+                self.on_change(key, False)
         return pause is not None
 
     def blocked(self, key: str) -> bool:

@@ -22,15 +22,26 @@ from types import FrameType
 
 from .. import sdnotify
 from ..config import Config, WatchFolder, load_config
-from ..db import Database, DatabaseBusyError, DatabaseFullError, RetryPolicy, open_database
+from ..db import (
+    Database,
+    DatabaseBusyError,
+    DatabaseFullError,
+    DatabaseUnreachableError,
+    RetryPolicy,
+    open_database,
+)
+from ..db.engine import is_sqlite
 from ..db.records import ItemRecord
 from ..device import resolve_device
 from ..errors import DatabaseError, InspectdError
+from ..plant.model_copies import shared_models
+from ..plant.reporting import Reporting
+from ..plant.offline_queue import QUEUE_FILE, OfflineQueue
 from .intake import ContentCache, take_in
 from .landing import display_path, signature
 from .pauses import Pauses
 from .runtime import FolderLocks, runtime_dir, status_path, write_status
-from .settle import SettleTracker
+from .settle import Refused, SettleTracker
 from .spool import Spool
 from .watcher import FolderWatcher, scan
 from .worker import DiskFullError, ScoringWorker
@@ -59,7 +70,11 @@ class Daemon:
         self.tracker = self._tracker(config)
         self.watcher = FolderWatcher(config.watch, config.daemon.poll_seconds)
         self.cache = ContentCache(config.daemon.intake_buffer_mb * 1024 * 1024)
-        self.pauses = Pauses()
+        self.reporting = Reporting.off(config)  # MQTT and metrics: run() starts them
+        self.shared_models = None  # copies from a shared model store: run() starts them
+        self.offline_queue: OfflineQueue | None = None  # the local queue while a database server is unreachable
+        self.offline = False
+        self.pauses = Pauses(on_change=lambda reason, paused: self.reporting.pause(reason, paused))
         self.work_pending = True  # pending items from before a restart are claimed first
         self.scored = 0
         self.started_at = time.time()
@@ -93,8 +108,15 @@ class Daemon:
         self.status_file = status_path(self.config, create=True)
         self.install_signal_handlers()
         device = resolve_device(self.config.device)
+        self.reporting = Reporting(self.config)
+        self.reporting.start()
+        self.shared_models = shared_models(self.config)
+        if not is_sqlite(self.config.database_url):
+            self.offline_queue = OfflineQueue(self.config.state_dir / QUEUE_FILE)
+            self.reporting.watch_offline_queue(self.offline_queue.depth)
         self.spool = Spool(self.config.daemon.spool_dir)
-        self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.spool, self.retake)
+        self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.spool, self.retake,
+                                    self.reporting)
         self.worker.warm_up({folder.product for folder in self.config.watch})
         self.watcher.start()
         sdnotify.ready()
@@ -117,12 +139,19 @@ class Daemon:
             try:
                 self.worker.flush()
             except DatabaseError as exc:
-                self.stop_note = (f"{len(self.worker.unrecorded)} of {unrecorded} finished items could not be "
-                                  f"recorded ({exc}); they stay 'scoring' and are scored again at the next start")
+                if not self._flush_to_offline_queue():
+                    self.stop_note = (f"{len(self.worker.unrecorded)} of {unrecorded} finished items could not be "
+                                      f"recorded ({exc}); they stay 'scoring' and are scored again at the next start")
+            self.reporting.stop()  # the last messages go before the database closes
             self.db.close()
-        elif unrecorded:
+        elif unrecorded and not self._flush_to_offline_queue():
             self.stop_note = f"{unrecorded} finished items could not be recorded: the database was never reachable"
+        self.reporting.stop()
+        if self.shared_models is not None:
+            self.shared_models.stop()
         self._report("stopped")
+        if self.offline_queue is not None:
+            self.offline_queue.close()
         self.locks.release()
         if self.stop_note:
             log.warning("inspectd stopped, but not cleanly: %s", self.stop_note)
@@ -145,12 +174,15 @@ class Daemon:
                 idle_claim = time.monotonic() - last_claim > IDLE_CLAIM_SECONDS
                 if self._database_work(idle_claim):
                     last_claim = time.monotonic()
+            elif self.offline:
+                self._offline_work()
             now = time.monotonic()
             if watchdog and now >= next_ping:
                 sdnotify.watchdog_ping()
                 next_ping = now + watchdog / 2
             if now >= next_status:
                 self._report("running")
+                self._report_queue()
                 next_status = now + STATUS_SECONDS
             if self.reload_requested:
                 self.reload()
@@ -160,6 +192,8 @@ class Daemon:
         settling file is due, a pause ends, a scan or report is due, or at most
         MAX_WAIT; a new file's event ends the wait at once."""
         if not self.pauses and (self.db is None or self.work_pending or self.worker.unrecorded):
+            return 0.0
+        if self.offline and (self.offline_queue.has_work() or self.worker.unrecorded):
             return 0.0
         candidates = [MAX_WAIT, self.next_reconcile - now, next_status - now, FOLDER_CHECK_SECONDS]
         settling, retry = self.tracker.next_due(now), self.pauses.next_retry()
@@ -175,7 +209,9 @@ class Daemon:
         try:
             if self.db is None:
                 self._connect()
-            self._intake()
+            if self.offline_queue is not None and self.offline_queue.depth():
+                self.offline_queue.drain(self.db, self.reporting, self.folder_of)
+            self._intake(self.db)
             if time.monotonic() >= self.next_reconcile:
                 self.reconcile()
             looked = False
@@ -185,8 +221,10 @@ class Daemon:
                 looked = True
         except DatabaseError as exc:
             self.pauses.hold(DATABASE, _describe(exc))
+            self.offline = self.offline_queue is not None and isinstance(exc, DatabaseUnreachableError)
             self._report("running")
             return False
+        self.offline = False
         if self.pauses.clear(DATABASE):
             self._report("running")
         return looked
@@ -194,27 +232,67 @@ class Daemon:
     def _connect(self) -> None:
         db = open_database(self.config.database_url, retry_policy=DATABASE_RETRY)
         try:
-            requeued, failed = db.requeue_interrupted(self.config.daemon.max_attempts)
+            requeued, failed = db.requeue_interrupted(self.config.daemon.max_attempts, stations=self.config.stations)
+            self.reporting.attach(db)
         except DatabaseError:
             db.close()
             raise
         if requeued or failed:
             log.warning("resumed after an interruption: %d items requeued, %d failed after %d attempts",
                         requeued, failed, self.config.daemon.max_attempts)
-        self.spool.sweep(db.queued_contents())
+        queued = db.queued_contents()
+        if self.offline_queue is not None:  # taken in while the server was away, not scored yet
+            queued |= self.offline_queue.queued_contents()
+        self.spool.sweep(queued)
         self.db = self.worker.db = db
         self.next_reconcile = 0.0
 
-    def _intake(self) -> None:
+    def _intake(self, target: Database | OfflineQueue) -> None:
         outcomes = self.tracker.ready()
         for index, outcome in enumerate(outcomes):
             try:
-                if take_in(self.db, outcome, self.cache, self.spool) is not None:
+                item_id = take_in(target, outcome, self.cache, self.spool)
+                if item_id is not None:
                     self.work_pending = True
+                    if isinstance(outcome, Refused) and target is self.db:  # recorded with its error row
+                        self.reporting.refused(self.db.get_item(item_id), outcome.folder)
             except DatabaseError:
                 for unrecorded in outcomes[index:]:  # looked at again once the database is back
                     self.tracker.touch(unrecorded.path, unrecorded.folder)
                 raise
+
+    def _offline_work(self) -> None:
+        """The database server is unreachable: take new files in and score them against
+        the local queue, which is written to the database once the server is back."""
+        self.worker.db, self.reporting.offline = self.offline_queue, True
+        try:
+            self._intake(self.offline_queue)
+            if (self.offline_queue.has_work() or self.worker.unrecorded) and not self.pauses.blocked(RESULTS_DISK):
+                self._score_batch()
+        except DatabaseError as exc:  # the local queue itself is unusable (its disk is full)
+            self.pauses.hold("local queue", str(exc))
+        else:
+            self.pauses.clear("local queue")
+        finally:
+            self.worker.db, self.reporting.offline = self.db, False
+
+    def _flush_to_offline_queue(self) -> bool:
+        """At shutdown with the server unreachable: keep the finished items' outcomes
+        in the local queue rather than scoring them again. True when all went there."""
+        if self.offline_queue is None:
+            return False
+        if not self.worker.unrecorded:
+            return True
+        self.worker.db = self.offline_queue
+        try:
+            self.worker.flush()
+            log.info("the database is unreachable: finished outcomes are kept in the local queue %s",
+                     self.offline_queue.path)
+            return True
+        except DatabaseError:
+            return False
+        finally:
+            self.worker.db = self.db
 
     def _score_batch(self) -> None:
         limit = self.config.daemon.batch_size
@@ -229,6 +307,17 @@ class Daemon:
             self._report("running")
         self.scored += claimed
         self.work_pending = claimed >= limit
+        if claimed:
+            self._report_queue()
+
+    def _report_queue(self) -> None:
+        """The queue depth for the metrics (skipped while the database is away)."""
+        if self.db is None or self.pauses.blocked(DATABASE):
+            return
+        try:
+            self.reporting.queue(self.db.queue_depth(self.config.stations), len(self.tracker))
+        except DatabaseError as exc:
+            log.debug("queue depth not known: %s", exc)
 
     def reconcile(self) -> None:
         """Scan every folder for files not yet recorded (arrived while down, events
@@ -275,6 +364,7 @@ class Daemon:
             "database": self.config.database_url if self.db is None else self.db.url,
             "pauses": self.pauses.report(), "model_problems": problems, "waiting_files": waiting,
             "unrecorded": len(self.worker.unrecorded), "scored": self.scored,
+            "offline": self.offline, "local_queue": self.offline_queue.depth() if self.offline_queue is not None else 0,
             "missing_folders": [str(f.path) for f in self.watcher.missing()], "stop_note": self.stop_note,
         }
         try:
@@ -301,6 +391,9 @@ class Daemon:
         self.config = config
         self.tracker.settle_seconds = config.daemon.settle_seconds
         self.tracker.incomplete_seconds = config.daemon.incomplete_seconds
+        if self.shared_models is not None:
+            self.shared_models.stop()
+        self.shared_models = shared_models(config)
         self.worker.reconfigure(config)
         self.watcher.stop()
         self.watcher = FolderWatcher(config.watch, config.daemon.poll_seconds)

@@ -33,6 +33,7 @@ from ..errors import ImageError, InspectdError
 from ..hashing import bytes_sha256
 from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult
+from ..plant.reporting import Reporting, verdict_for
 from ..store import ModelStore
 from .intake import Content, ContentCache
 from .spool import Spool
@@ -67,9 +68,10 @@ def _same_file(item: ItemRecord, current: Signature | None) -> bool:
 class ScoringWorker:
     def __init__(self, config: Config, db: Database | None, device: torch.device,
                  folder_of: Callable[[ItemRecord], WatchFolder | None], cache: ContentCache, spool: Spool,
-                 retake: Callable[[Path, WatchFolder], None]):
+                 retake: Callable[[Path, WatchFolder], None], reporting: Reporting | None = None):
         self.config, self.db, self.device = config, db, device
         self.folder_of = folder_of
+        self.reporting = reporting or Reporting.off(config)  # MQTT and metrics around each result
         self.cache, self.spool = cache, spool
         self.retake = retake  # a path whose content changed: let intake look at it again
         self._cpu_only: set[str] = set()
@@ -132,7 +134,7 @@ class ScoringWorker:
         Returns the number claimed. Raises DatabaseError (the outcomes are kept) or
         DiskFullError (the unfinished items are handed back to the queue)."""
         self.flush()
-        items = self.db.claim_pending(None, limit)
+        items = self.db.claim_pending(None, limit, stations=self.config.stations)
         by_product: dict[str, list[ItemRecord]] = defaultdict(list)
         for item in items:
             by_product[item.product].append(item)
@@ -189,6 +191,7 @@ class ScoringWorker:
     def _score_group(self, product: str, items: list[ItemRecord]) -> None:
         try:
             model = self.models.get(product)
+            self.reporting.model_in_use(product, model.version)
         except InspectdError as exc:  # no model, and no version that loads
             for item in items:
                 content = self._content(item)
@@ -280,14 +283,20 @@ class ScoringWorker:
         timings = {"decode": round(decode_ms, 2), **{k: round(v, 2) for k, v in result.timings_ms.items()},
                    "write": round((time.perf_counter() - started) * 1000.0, 2)}
         source = Path(item.path)
-        final_path = destination(self.folder_of(item), source)
+        folder = self.folder_of(item)
+        final_path = destination(folder, source)
         maps = str(anomaly_map) if self.config.daemon.save_anomaly_maps else None
+        image_path = str(final_path) if final_path else None
+        verdict = verdict_for(item, result.verdict, score=result.score, normalized_score=result.normalized_score,
+                              threshold=model.threshold, model_version=model.version, heatmap_path=str(heatmap),
+                              image_path=image_path)
 
         def record(db: Database) -> None:
-            db.record_result(
-                item.id, raw_score=result.score, normalized_score=result.normalized_score, verdict=result.verdict,
-                model_version=model.version, threshold=model.threshold, timings=timings,
-                heatmap_path=str(heatmap), anomaly_map_path=maps, image_path=str(final_path) if final_path else None)
+            with self.reporting.recording(verdict, folder, item.discovered_at):
+                db.record_result(
+                    item.id, raw_score=result.score, normalized_score=result.normalized_score,
+                    verdict=result.verdict, model_version=model.version, threshold=model.threshold, timings=timings,
+                    heatmap_path=str(heatmap), anomaly_map_path=maps, image_path=image_path)
             log.info("%s %s score %.4f (%.2f x threshold) %s", item.product, item.path, result.score,
                      result.normalized_score, result.verdict)
 
@@ -300,13 +309,17 @@ class ScoringWorker:
         replaced is not this item's any more, so it is neither named nor moved."""
         log.error("item %d: %s", item.id, message if item.path in message else f"{item.path}: {message}")
         source = Path(item.path)
-        target = destination(self.folder_of(item), source, failed=True) if located else None
+        folder = self.folder_of(item)
+        target = destination(folder, source, failed=True) if located else None
         if content is None and located:
             target = source  # never read: not ours to move
         version, threshold = (model.version, model.threshold) if model else (None, None)
+        image_path = str(target) if target is not None else None
+        verdict = verdict_for(item, "ERROR", threshold=threshold, model_version=version, error=message,
+                              image_path=image_path)
 
         def record(db: Database) -> None:
-            db.record_error(item.id, message, model_version=version, threshold=threshold,
-                            image_path=str(target) if target is not None else None)
+            with self.reporting.recording(verdict, folder, item.discovered_at):
+                db.record_error(item.id, message, model_version=version, threshold=threshold, image_path=image_path)
 
         self._finish(item, record, source=source, target=target, content=content)

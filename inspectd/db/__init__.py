@@ -13,6 +13,7 @@ from inspectd.db.exceptions import (
     DatabaseBusyError,
     DatabaseFullError,
     DatabaseUnavailableError,
+    DatabaseUnreachableError,
     DuplicateResultError,
     InvalidReviewError,
     InvalidValueError,
@@ -24,7 +25,7 @@ from inspectd.db.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, ensure
 from inspectd.db.records import ItemRecord, LastError, ModelVersionRecord, ReviewRecord, StatusSummary
 from inspectd.db.reports import RESULT_EXPORT_FIELDS
 from inspectd.db.repository import Database, open_database
-from inspectd.db.retry import RetryPolicy, is_busy_error, retry_on_busy
+from inspectd.db.retry import RetryPolicy, is_busy_error, is_unreachable_error, retry_on_busy
 from inspectd.db.schema import (
     DECISION_CONFIRM_DEFECT,
     DECISION_OVERRULE,
@@ -67,6 +68,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseFullError",
     "DatabaseUnavailableError",
+    "DatabaseUnreachableError",
     "DuplicateResultError",
     "FileIdentity",
     "InvalidReviewError",
@@ -83,6 +85,7 @@ __all__ = [
     "create_db_engine",
     "ensure_schema",
     "is_busy_error",
+    "is_unreachable_error",
     "open_database",
     "retry_on_busy",
 ]

@@ -17,6 +17,13 @@ class DatabaseUnavailableError(DatabaseError):
     """The database cannot be reached or written: server down, I/O error, read-only."""
 
 
+class DatabaseUnreachableError(DatabaseUnavailableError):
+    """The database server cannot be reached (down, restarting, network lost).
+
+    A line PC keeps scoring into its local queue and writes the results once the
+    server is back; other callers report it as one line."""
+
+
 class SchemaVersionError(DatabaseError):
     """The database schema is newer than this code, missing, or cannot be upgraded."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from pathlib import PurePath
 
@@ -29,7 +29,7 @@ from inspectd.db.schema import (
     Result,
     utcnow,
 )
-from inspectd.db.session import SessionScope, chunked
+from inspectd.db.session import SessionScope, chunked, serialize_on
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class ItemOperations(SessionScope):
         digest = sha256.lower() if sha256 is not None else None
 
         def get_or_insert(session: Session) -> tuple[int, bool]:
+            serialize_on(session, path)  # the identity may hold NULLs, which no unique constraint compares
             existing = _same_content_in_place(session, path, size, mtime_ns, digest)
             if existing is not None:
                 existing.ctime_ns, existing.inode = ctime_ns, inode
@@ -127,8 +128,12 @@ class ItemOperations(SessionScope):
 
         return self._read("get_item", load)
 
-    def claim_pending(self, product: str | None, limit: int) -> list[ItemRecord]:
+    def claim_pending(self, product: str | None, limit: int, *,
+                      stations: Collection[str] | None = None) -> list[ItemRecord]:
         """Move up to *limit* pending items (oldest first) to 'scoring' for this worker.
+
+        With *stations*, only items of those stations: on a database that several line
+        PCs share, each daemon takes only the files of its own drop folders.
 
         Each claim is a conditional ``UPDATE ... WHERE state='pending'`` whose row count
         proves ownership, so concurrent workers never get the same item; on PostgreSQL
@@ -141,6 +146,8 @@ class ItemOperations(SessionScope):
             query = select(Item.id).where(Item.state == STATE_PENDING)
             if product is not None:
                 query = query.where(Item.product == product)
+            if stations is not None:
+                query = query.where(Item.station.in_(sorted(stations)))
             query = query.order_by(Item.discovered_at, Item.id).limit(limit).with_for_update(skip_locked=True)
             now = utcnow()
             claimed = [item_id for item_id in session.scalars(query).all() if _mark_scoring(session, item_id, now)]
@@ -148,17 +155,23 @@ class ItemOperations(SessionScope):
 
         return self._write("claim_pending", claim)
 
-    def requeue_interrupted(self, max_attempts: int) -> tuple[int, int]:
+    def requeue_interrupted(self, max_attempts: int, *,
+                            stations: Collection[str] | None = None) -> tuple[int, int]:
         """At start-up: items left in 'scoring' by a crash go back to 'pending', or to
         'error' (with an error result) once they were claimed *max_attempts* times.
 
-        Returns (requeued, failed).  Only call this when no other worker is running.
+        Returns (requeued, failed).  Only call this when no other worker of these
+        *stations* (None: of any station) is running; the daemons of other line PCs on
+        a shared database keep their claims.
         """
         if max_attempts < 1:
             raise InvalidValueError(f"max_attempts must be >= 1, got {max_attempts}")
 
         def requeue(session: Session) -> tuple[int, int]:
-            stuck = session.execute(select(Item.id, Item.attempts).where(Item.state == STATE_SCORING)).all()
+            query = select(Item.id, Item.attempts).where(Item.state == STATE_SCORING)
+            if stations is not None:
+                query = query.where(Item.station.in_(sorted(stations)))
+            stuck = session.execute(query).all()
             poison = [(item_id, attempts) for item_id, attempts in stuck if attempts >= max_attempts]
             retry = [item_id for item_id, attempts in stuck if attempts < max_attempts]
             _reset_to_pending(session, retry, refund_attempt=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,13 @@ class ReportOperations(SessionScope):
             )
 
         return self._read("status_summary", load)
+
+    def queue_depth(self, stations: Collection[str] | None = None) -> int:
+        """Items pending or being scored (of *stations*; None: of every station)."""
+        query = select(func.count(Item.id)).where(Item.state.in_(_QUEUED))
+        if stations is not None:
+            query = query.where(Item.station.in_(sorted(stations)))
+        return self._read("queue_depth", lambda session: session.scalar(query) or 0)
 
     def query_results(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from inspectd.db.schema import (
     require_member,
     utcnow,
 )
-from inspectd.db.session import SessionScope
+from inspectd.db.session import SessionScope, chunked
 
 
 def finish_item(session: Session, item_id: int, state: str, result: Result) -> None:
@@ -48,7 +49,19 @@ def finish_item(session: Session, item_id: int, state: str, result: Result) -> N
 
 
 class ResultOperations(SessionScope):
-    """record_result / record_error."""
+    """record_result / record_error / items_with_results."""
+
+    def items_with_results(self, item_ids: Iterable[int]) -> set[int]:
+        """Which of *item_ids* have their result row (after a crash: was it committed?)."""
+        wanted = sorted(set(item_ids))
+
+        def load(session: Session) -> set[int]:
+            found: set[int] = set()
+            for chunk in chunked(wanted):
+                found.update(session.scalars(select(Result.item_id).where(Result.item_id.in_(chunk))))
+            return found
+
+        return self._read("items_with_results", load) if wanted else set()
 
     def record_result(
         self,

@@ -10,7 +10,12 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from inspectd.db.exceptions import DatabaseBusyError, DatabaseFullError, DatabaseUnavailableError
+from inspectd.db.exceptions import (
+    DatabaseBusyError,
+    DatabaseFullError,
+    DatabaseUnavailableError,
+    DatabaseUnreachableError,
+)
 from inspectd.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,32 @@ _BUSY_MARKERS = (
     "database is busy",
     "deadlock detected",
     "could not serialize access",
+)
+
+
+# libpq's and psycopg's words for a server that is not there (any more).
+_UNREACHABLE_MARKERS = (
+    "connection failed",
+    "could not connect",
+    "connection refused",
+    "connection timed out",
+    "timeout expired",
+    "no route to host",
+    "network is unreachable",
+    "could not translate host name",
+    "name or service not known",
+    "temporary failure in name resolution",
+    "server closed the connection",
+    "terminating connection",
+    "could not receive data from server",
+    "could not send data to server",
+    "consuming input failed",
+    "connection is lost",
+    "the connection is closed",
+    "ssl syscall error",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
 )
 
 
@@ -43,6 +74,23 @@ def is_busy_error(exc: BaseException) -> bool:
         return False
     text = str(exc.orig if exc.orig is not None else exc).lower()
     return any(marker in text for marker in _BUSY_MARKERS)
+
+
+def is_unreachable_error(exc: BaseException) -> bool:
+    """True when *exc* says the database server cannot be reached or dropped us."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    return isinstance(exc, OperationalError) and any(marker in text for marker in _UNREACHABLE_MARKERS)
+
+
+def short_message(exc: BaseException) -> str:
+    """The driver's message without SQLAlchemy's SQL and background-link suffix."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def retry_on_busy(
@@ -74,7 +122,7 @@ def retry_on_busy(
             if remaining <= 0:
                 raise DatabaseBusyError(
                     f"{what}: database still locked after {elapsed:.1f} s and {attempt} attempt(s), "
-                    f"giving up ({_short(exc)})"
+                    f"giving up ({short_message(exc)})"
                 ) from exc
             pause = min(delay, policy.max_delay_s, remaining)
             log.warning(
@@ -90,16 +138,16 @@ _FULL_MARKERS = ("database or disk is full", "disk full", "no space left", "coul
 
 
 def translate(exc: DBAPIError, what: str, where: str) -> DatabaseError:
-    """A driver error as one clear DatabaseError: full, busy, or unavailable."""
-    text = _short(exc)
+    """A driver error as one clear DatabaseError: full, busy, unreachable or unavailable."""
+    text = short_message(exc)
     lowered = text.lower()
+    if is_unreachable_error(exc):
+        return DatabaseUnreachableError(f"{what}: database {where} unreachable ({text})")
+    if "permission denied" in lowered:
+        text += (" (only the database's owner creates and upgrades the schema: run 'inspectd db upgrade "
+                 "--url <owner URL>'; line PCs connect with a role that has row rights)")
     if any(marker in lowered for marker in _FULL_MARKERS):
         return DatabaseFullError(f"{what}: the disk holding database {where} is full ({text})")
     if is_busy_error(exc):
         return DatabaseBusyError(f"{what}: database {where} is locked by another program ({text})")
     return DatabaseUnavailableError(f"{what}: database {where} is not usable ({text})")
-
-
-def _short(exc: DBAPIError) -> str:
-    """The driver's message without SQLAlchemy's SQL and background-link suffix."""
-    return str(exc.orig if exc.orig is not None else exc).splitlines()[0]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Self, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, InternalError, OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +34,17 @@ def chunked(values: Iterable[T], size: int = CHUNK_SIZE) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def serialize_on(session: Session, key: str) -> None:
+    """Make concurrent write transactions about the same *key* run one after another.
+
+    SQLite writers already do (BEGIN IMMEDIATE); on PostgreSQL, where two READ
+    COMMITTED transactions can both find "no such row" and both insert it, this takes
+    a transaction-scoped advisory lock on the key's hash.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
 
 class SessionScope:

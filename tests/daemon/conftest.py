@@ -1,6 +1,10 @@
 """Fixtures for the daemon tests: one small enrolled product shared by all tests
 (resnet18, random weights, 64 px) and, per test, a fresh database, drop folder and
-configuration file. The daemon runs as a real subprocess."""
+configuration file. The daemon runs as a real subprocess.
+
+The database is a SQLite file unless a test is parametrised with ``both_backends``
+(daemon_support): then it also runs on a fresh database of the session's PostgreSQL
+server, which the owner role creates and the daemon uses as the line PC's role."""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import DEFAULTS, PRODUCT, DaemonEnv
+from daemon_support import DEFAULTS, PRODUCT, DaemonEnv, make_daemon_env
 from inspectd.config import load_config
+from inspectd.db import open_database
 from inspectd.enroll import enroll
 from inspectd.synthetic import generate_images
 
@@ -31,31 +36,24 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def daemon_env(tmp_path: Path, model_store: Path) -> DaemonEnv:
-    drop = tmp_path / "drop"
-    drop.mkdir()
-    config_path = tmp_path / "config.toml"
-    config_path.write_text(f"""
-store_dir = "{model_store}"
-database_url = "sqlite:///{tmp_path / 'inspectd.db'}"
-results_dir = "{tmp_path / 'results'}"
-device = "cpu"
-{DEFAULTS}
-[daemon]
-settle_seconds = 0.2
-incomplete_seconds = 3.0
-reconcile_seconds = 2.0
-runtime_dir = "{tmp_path / 'run'}"
-spool_dir = "{tmp_path / 'spool'}"
+def database_backend() -> str:
+    """Overridden by ``both_backends``."""
+    return "sqlite"
 
-[[watch]]
-path = "{drop}"
-product = "{PRODUCT}"
-station = "cam1"
-""")
-    env = DaemonEnv(tmp_path, config_path, drop, f"sqlite:///{tmp_path / 'inspectd.db'}")
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, database_backend: str, tmp_path: Path) -> str:
+    """The daemon's database: a SQLite file, or a PostgreSQL database whose schema its
+    owner created, used with the line PC's role."""
+    if database_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'inspectd.db'}"
+    database = request.getfixturevalue("postgres_database")
+    open_database(database.owner_url).close()
+    return database.line_url
+
+
+@pytest.fixture
+def daemon_env(tmp_path: Path, model_store: Path, database_url: str) -> DaemonEnv:
+    env = make_daemon_env(tmp_path, model_store, database_url)
     yield env
-    for proc in env.procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    env.kill_all()

@@ -13,10 +13,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from inspectd.db import open_database
 from inspectd.simulation import SMALL_PRODUCT_DEFAULTS
 
 PRODUCT = "part"
+# Runs a daemon test on a SQLite file and on the session's PostgreSQL server.
+both_backends = pytest.mark.parametrize("database_backend", ["sqlite", "postgresql"])
 DEFAULTS = SMALL_PRODUCT_DEFAULTS
 
 
@@ -104,6 +108,42 @@ class DaemonEnv:
             pattern = re.compile(rf"^{key} = .*$", re.M)
             text = pattern.sub(line, text) if pattern.search(text) else text.replace("[daemon]\n", f"[daemon]\n{line}\n")
         self.config_path.write_text(text)
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+
+def make_daemon_env(root: Path, model_store: Path, database_url: str, *, station: str = "cam1",
+                    extra: str = "") -> DaemonEnv:
+    """A drop folder, results folder and configuration file under *root* for one
+    daemon of station *station*; *extra* is appended to the configuration."""
+    drop = root / "drop"
+    drop.mkdir(parents=True)
+    config_path = root / "config.toml"
+    config_path.write_text(f"""
+store_dir = "{model_store}"
+database_url = "{database_url}"
+results_dir = "{root / 'results'}"
+state_dir = "{root / 'state'}"
+device = "cpu"
+{DEFAULTS}
+[daemon]
+settle_seconds = 0.2
+incomplete_seconds = 3.0
+reconcile_seconds = 2.0
+runtime_dir = "{root / 'run'}"
+spool_dir = "{root / 'spool'}"
+
+[[watch]]
+path = "{drop}"
+product = "{PRODUCT}"
+station = "{station}"
+{extra}""")
+    return DaemonEnv(root, config_path, drop, database_url)
 
 
 def copy_as(source: Path, target: Path) -> Path:

@@ -1,4 +1,12 @@
-"""The daemon as a real subprocess, with real files, a real observer and real SQLite."""
+"""The daemon as a real subprocess, with real files, a real observer and a real database.
+
+The tests whose outcome rests on the database's own behaviour (error rows, a crash
+mid-batch and the requeue at restart) run on SQLite and on PostgreSQL
+(``both_backends``); the others exercise files, signals and systemd, the same on
+either, and run on SQLite only to keep the suite's time in check. test_plant.py and
+test_offline.py run PostgreSQL daemons of their own (several line PCs on one server,
+a server that goes away).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import PRODUCT, DaemonEnv, copy_as
+from daemon_support import PRODUCT, DaemonEnv, both_backends, copy_as
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +80,7 @@ def test_renamed_in_and_temporary_names(daemon_env: DaemonEnv, sample_images: li
     assert hidden.exists()
 
 
+@both_backends
 def test_bad_files_get_error_results(daemon_env: DaemonEnv, sample_images: list[Path]) -> None:
     proc = daemon_env.start()
     (daemon_env.drop / "empty.png").write_bytes(b"")
@@ -88,6 +97,7 @@ def test_bad_files_get_error_results(daemon_env: DaemonEnv, sample_images: list[
     assert good.exists()
 
 
+@both_backends
 def test_kill_9_during_a_batch_then_restart_scores_every_file_once(daemon_env: DaemonEnv,
                                                                     sample_images: list[Path]) -> None:
     proc = daemon_env.start()

@@ -562,16 +562,18 @@ def _recording_step(version: int, calls: list[int]) -> Migration:
 def test_migration_runner_applies_steps_in_order(db_url: str):
     open_database(db_url).close()
     calls: list[int] = []
-    steps = [_recording_step(v, calls) for v in (3, 1, 2)]  # registry order does not matter
+    first = SCHEMA_VERSION  # steps after the current schema
+    steps = [_recording_step(first + v, calls) for v in (2, 0, 1)]  # registry order does not matter
+    target, expected = first + 3, [first, first + 1, first + 2]
     engine = create_db_engine(db_url)
     try:
-        assert ensure_schema(engine, target=4, migrations=steps) == 4
-        assert calls == [1, 2, 3]
-        assert ensure_schema(engine, target=4, migrations=steps) == 4
-        assert calls == [1, 2, 3], "steps must not run twice"
+        assert ensure_schema(engine, target=target, migrations=steps) == target
+        assert calls == expected
+        assert ensure_schema(engine, target=target, migrations=steps) == target
+        assert calls == expected, "steps must not run twice"
         with engine.connect() as connection:
-            assert read_schema_version(connection) == 4
-            assert {"migrated_1", "migrated_2", "migrated_3"} <= set(inspect(connection).get_table_names())
+            assert read_schema_version(connection) == target
+            assert {f"migrated_{v}" for v in expected} <= set(inspect(connection).get_table_names())
     finally:
         engine.dispose()
 

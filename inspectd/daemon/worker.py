@@ -1,7 +1,7 @@
 """The scoring worker: pending items -> one result each (score or error).
 
-Each product's model stays loaded on the device; a newer enrolled version is picked
-up at the next batch. Every fault ends in a clear state: an unreadable image or a
+Each product's model stays loaded on the device; when another version is activated
+(inspectd.active) it is picked up at the next batch. Every fault ends in a clear state: an unreadable image or a
 missing model is an error result; a GPU out of memory retries with smaller batches,
 then on the CPU; a full disk returns the items to the queue and pauses intake.
 """
@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..active import active_version
 from ..config import Config, WatchFolder
 from ..db import Database
 from ..db.records import ItemRecord
@@ -93,12 +94,12 @@ class ScoringWorker:
                 self._fail(item, f"scoring failed {item.attempts} times: {type(exc).__name__}: {exc}")
 
     def model_for(self, product: str) -> ProductModel:
-        """The product's latest model, reloading when a newer version was enrolled."""
+        """The product's active model, reloading when another version was activated."""
         now = time.monotonic()
         loaded = self._models.get(product)
         if loaded is not None and now - loaded.checked_at < MODEL_CHECK_SECONDS:
             return loaded.model
-        latest = self.store.latest_version(product)
+        latest = active_version(self.db, self.store, product).version
         if loaded is not None and loaded.model.version == latest:
             loaded.checked_at = now
             return loaded.model

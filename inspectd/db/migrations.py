@@ -17,11 +17,11 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 
 from inspectd.db.engine import immediate_engine
 from inspectd.db.exceptions import SchemaVersionError
-from inspectd.db.schema import Base, SchemaInfo, utcnow
+from inspectd.db.schema import Base, GoodSetImage, ModelActivation, Review, SchemaInfo, utcnow
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,22 @@ class Migration:
         return self.from_version + 1
 
 
-# Ordered upgrade steps.  Version 1 is the first schema, so there are none yet.
-MIGRATIONS: tuple[Migration, ...] = ()
+def _add_model_life_cycle(connection: Connection) -> None:
+    """1 -> 2: active model versions and their history, the good set fed from the review
+    app, and a client id on reviews (a retried decision is stored once)."""
+    ModelActivation.__table__.create(connection, checkfirst=True)
+    GoodSetImage.__table__.create(connection, checkfirst=True)
+    # checkfirst: a reviews table created from the current models already has the column.
+    if "client_id" not in {column["name"] for column in inspect(connection).get_columns("reviews")}:
+        connection.execute(text("ALTER TABLE reviews ADD COLUMN client_id VARCHAR(36)"))
+    [client_index] = [index for index in Review.__table__.indexes if index.name == "ix_reviews_client_id"]
+    client_index.create(connection, checkfirst=True)
+
+
+# Ordered upgrade steps.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "model life cycle: active versions, good set, review client ids", _add_model_life_cycle),
+)
 
 _PG_LOCK_KEY = 0x696E_7370  # "insp": serializes concurrent schema setup on PostgreSQL
 

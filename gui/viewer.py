@@ -189,6 +189,8 @@ class ImageViewer(QWidget):
         actual.clicked.connect(self.actual_size)
         self.zoom_label = QLabel()
         self.zoom_label.setMinimumWidth(80)
+        for widget in (self.side_button, self.overlay_button, self.opacity, self.outline, fit, actual):
+            widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # clicks must not take the keyboard from the queue
         self._controls = QHBoxLayout()
         for widget in (self.side_button, self.overlay_button, QLabel("Opacity"), self.opacity, self.outline):
             self._controls.addWidget(widget)
@@ -228,6 +230,7 @@ class ImageViewer(QWidget):
             pane.show_placeholder(text)
         self._overlay_item = self._outline_item = None
         self._apply_mode()
+        self._update_zoom_label()
 
     def show_images(self, images: ItemImages) -> None:
         """Show one item; keeps the zoom unless the image size changes."""
@@ -306,6 +309,9 @@ class ImageViewer(QWidget):
         self._update_zoom_label()
 
     def _update_zoom_label(self) -> None:
+        if self.images is None or self.images.reference is None:
+            self.zoom_label.setText("")  # nothing shown (message, failed item): no zoom to speak of
+            return
         view = self.image_pane.view
         self.zoom_label.setText(f"{view.zoom * 100:.0f} %" + (" (fit)" if view.fitting else ""))
 

@@ -76,4 +76,4 @@ def test_config_from_environment_opens_the_window(tmp_path: Path, db_url: str, d
 
     monkeypatch.setattr(qapp, "exec", fake_exec)
     assert main([]) == 0
-    assert not dialogs and opened[0].writer.operator == "x" and opened[0].db.url.endswith(database.name)
+    assert not dialogs and opened[0].person.name == "x" and opened[0].db.url.endswith(database.name)

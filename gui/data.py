@@ -51,7 +51,7 @@ SORT_STATION = "station"
 SORT_FILE = "file"
 SORT_VERDICT = "verdict"
 SORT_REVIEW = "review"
-SORTS: tuple[str, ...] = (SORT_TIME, SORT_PRODUCT, SORT_STATION, SORT_FILE, SORT_VERDICT, SORT_SCORE, SORT_REVIEW)
+SORTS: tuple[str, ...] = (SORT_TIME, SORT_FILE, SORT_VERDICT, SORT_SCORE, SORT_REVIEW, SORT_PRODUCT, SORT_STATION)
 
 # Failed items have no score; they sort above every score.
 ERROR_SCORE_KEY = math.inf

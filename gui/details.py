@@ -153,7 +153,7 @@ class DecisionBar(QWidget):
         self.tag.lineEdit().setPlaceholderText("defect tag (T)")
         self.comment = QLineEdit()
         self.comment.setPlaceholderText("comment (C to type, Enter or Esc to return)")
-        for field in (self.tag.lineEdit(), self.comment):
+        for field in (self.tag, self.tag.lineEdit(), self.comment):  # the combo passes keys to its line edit
             field.installEventFilter(_ReturnKeys(self.backToQueue, field))
         inputs = QHBoxLayout()
         inputs.addWidget(QLabel("Tag:"))

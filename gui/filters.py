@@ -95,6 +95,7 @@ class FilterBar(QWidget):
             # narrow panels: a combo may shrink below its longest entry
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(9)
+        self.state.setMinimumContentsLength(16)  # "Unreviewed (12,345)"
         self.time.currentIndexChanged.connect(self._time_changed)
         self._show_custom(False)
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QFileDialog,
     QHeaderView,
     QLabel,
@@ -30,7 +29,6 @@ from PySide6.QtWidgets import (
     QProgressDialog,
     QScrollArea,
     QSplitter,
-    QTableView,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -70,7 +68,8 @@ from gui.images import ItemImages, StoredGeometry, decode_row
 from gui.models_dialog import ModelsDialog
 from gui.outbox import Journal, Outbox, default_journal_dir
 from gui.qt_compat import emit
-from gui.queue_model import QueueModel
+from gui.queue_model import COLUMN_SORTS, COLUMNS, QueueModel
+from gui.queue_view import QueueTable
 from gui.shortcuts import ActionSpec, ShortcutsDialog, make_actions
 from gui.stats import StatsView
 from gui.viewer import ImageViewer
@@ -149,6 +148,7 @@ class MainWindow(QMainWindow):
         self.filters = FilterBar(self.config.review.band_below_threshold)
         self.counts = QLabel()
         self.counts.setObjectName("counts")
+        self.counts.setWordWrap(True)  # never widens the queue pane
         self.table = self._build_table()
         self.viewer = ImageViewer()
         self.details = DetailsPanel()
@@ -156,7 +156,7 @@ class MainWindow(QMainWindow):
         self.specs = self._action_specs()
         self.actions = make_actions(self, self.specs)
         decision_names = ("confirm", "good", "good_set", "skip", "undo")
-        for name, label in zip(decision_names, ("Defect [D]", "Good part [O]", "Good + add to good set… [G]",
+        for name, label in zip(decision_names, ("Defect [D]", "Good part [O]", "Add to good set… [G]",
                                                 "Skip [S]", "Undo mine [U]")):
             self.actions[name].setIconText(label)  # the buttons show the key
         self.decision_bar = DecisionBar([self.actions[name] for name in decision_names], self.config.review.tags)
@@ -214,21 +214,25 @@ class MainWindow(QMainWindow):
         if available is not None:
             width, height = min(width, available.width()), min(height, available.height())
         self.resize(width, height)
+        self._shared_out = False
+
+    def _share_out(self) -> None:
+        """Splitter shares for the size the window really has (once, when first shown)."""
+        self._shared_out = True
+        width, height = self.width(), self.height()
         split = self.item_split.parentWidget()
-        if isinstance(split, QSplitter):
-            split.setSizes([int(width * 0.36), int(width * 0.64)])
+        if isinstance(split, QSplitter):  # on a narrow panel the queue needs a larger share for its columns
+            share = 0.42 if width < 1300 else 0.34
+            split.setSizes([int(width * share), int(width * (1 - share))])
         self.item_split.setSizes([int(height * 0.72), int(height * 0.28)])
 
-    def _build_table(self) -> QTableView:
-        table = QTableView()
+    def _build_table(self) -> QueueTable:
+        table = QueueTable()
         table.setModel(self.model)
-        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         table.setAlternatingRowColors(True)
         table.setShowGrid(False)
         table.setWordWrap(False)
-        table.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long camera file names keep both ends
         table.verticalHeader().hide()
         # Rows as tall as the text needs (fonts scale on 4K screens and with QT_SCALE_FACTOR).
         table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 8)
@@ -292,6 +296,8 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, event: object) -> None:  # noqa: N802 - Qt name
         super().showEvent(event)  # type: ignore[arg-type]
+        if not self._shared_out:
+            self._share_out()
         self.table.setFocus()  # arrows, PgUp/PgDn, Home/End work at once
 
     # --- who is working ---------------------------------------------------------------------
@@ -340,8 +346,7 @@ class MainWindow(QMainWindow):
         queue_filter = self.filters.current_filter()
         header = self.table.horizontalHeader()
         header.blockSignals(True)
-        column = next((i for i, sort in enumerate(("time", "product", "station", "file", "verdict", "score",
-                                                   "review")) if sort == queue_filter.sort), 0)
+        column = next((i for i, name in enumerate(COLUMNS) if COLUMN_SORTS[name] == queue_filter.sort), 0)
         header.setSortIndicator(column, Qt.SortOrder.DescendingOrder if queue_filter.descending
                                 else Qt.SortOrder.AscendingOrder)
         header.blockSignals(False)
@@ -398,11 +403,17 @@ class MainWindow(QMainWindow):
         elif self.done and added:
             self.advance()  # new items after "queue done"
         elif not self.done and not self.table.currentIndex().isValid() and self.model.rowCount():
-            self.table.resizeColumnsToContents()
+            self._fit_columns()
             self.select_row(0)
         elif not self.model.rowCount():
             self.viewer.show_message("Nothing to review for this filter")
             self.details.show_row(None)
+
+    def _fit_columns(self) -> None:
+        self.table.resizeColumnsToContents()
+        file_column = COLUMNS.index("File")
+        widest = self.table.fontMetrics().horizontalAdvance("x" * 18)  # elided in the middle beyond this
+        self.table.setColumnWidth(file_column, min(self.table.columnWidth(file_column), widest))
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         row = self.model.row_at(current.row())

@@ -18,7 +18,17 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 
-from gui.data import SORT_TIME, SORTS, QueueFilter, QueueRow
+from gui.data import (
+    SORT_FILE,
+    SORT_PRODUCT,
+    SORT_REVIEW,
+    SORT_SCORE,
+    SORT_STATION,
+    SORT_TIME,
+    SORT_VERDICT,
+    QueueFilter,
+    QueueRow,
+)
 from gui.decisions import PART_DEFECT, PART_GOOD, decision_label
 from gui.qt_compat import emit
 from gui.workers import ImmediateRunner, TaskRunner
@@ -29,8 +39,10 @@ Index = QModelIndex | QPersistentModelIndex
 
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # data(index, ROW_ROLE) -> QueueRow
 
-COLUMNS = ("Time", "Product", "Station", "File", "Verdict", "Score", "Review")
-COLUMN_SORTS = dict(zip(COLUMNS, SORTS))  # header -> sort of gui.data (same order)
+# What an operator needs first comes first: the Review column stays in view on a narrow panel.
+COLUMNS = ("Time", "File", "Verdict", "Score", "Review", "Product", "Station")
+COLUMN_SORTS = {"Time": SORT_TIME, "File": SORT_FILE, "Verdict": SORT_VERDICT, "Score": SORT_SCORE,
+                "Review": SORT_REVIEW, "Product": SORT_PRODUCT, "Station": SORT_STATION}
 VERDICT_COLOURS = {"NG": QColor("#ff6b61"), "ERROR": QColor("#e3b341"), "OK": QColor("#6bc46d")}
 DECISION_COLOURS = {PART_DEFECT: QColor("#ff6b61"), PART_GOOD: QColor("#6bc46d"), DECISION_SKIP: QColor("#a8b1bb")}
 UNSAVED = "not yet saved"
@@ -55,6 +67,12 @@ class _Descending:
 def format_time(moment: datetime) -> str:
     """Local wall time, to the second."""
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short_time(moment: datetime) -> str:
+    """Local wall time for the queue: the time of day, with the date when it is not today."""
+    local = moment.astimezone()
+    return local.strftime("%H:%M:%S" if local.date() == datetime.now().astimezone().date() else "%m-%d %H:%M")
 
 
 def format_score(score: float | None) -> str:
@@ -165,7 +183,7 @@ class QueueModel(QAbstractTableModel):
         if role == ROW_ROLE:
             return row
         if role == Qt.ItemDataRole.ToolTipRole:
-            return row.error or row.source_image
+            return f"{format_time(row.scored_at)}  {row.error or row.source_image}"
         if role == Qt.ItemDataRole.ForegroundRole:
             colour = _colour(row, column)
             return QBrush(colour) if colour is not None else None
@@ -179,7 +197,7 @@ class QueueModel(QAbstractTableModel):
 
     def _display(self, row: QueueRow, column: str) -> str:
         if column == "Time":
-            return format_time(row.scored_at)
+            return short_time(row.scored_at)
         if column == "Score":
             return format_score(row.normalized_score)
         if column == "Review":

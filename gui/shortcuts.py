@@ -58,7 +58,7 @@ class ShortcutsDialog(QDialog):
     def __init__(self, specs: Sequence[ActionSpec], actions: dict[str, QAction], parent: QMainWindow) -> None:
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
-        rows = [(spec.menu, actions[spec.name].text().replace("&", ""), key_text(actions[spec.name]),
+        rows = [(spec.menu.replace("&", ""), actions[spec.name].text(), key_text(actions[spec.name]),
                  actions[spec.name].isEnabled()) for spec in specs]
         rows += [("Queue", text, keys, True) for keys, text in QUEUE_KEYS]
         self.table = QTableWidget(len(rows), 3)

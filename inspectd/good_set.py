@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ from .lifecycle import image_hashes, pin_active, versions_containing
 from .naming import validate_product_name
 from .store import ModelStore
 
+log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 EnrollFn = Callable[..., Any]  # inspectd.enroll.enroll
 
@@ -187,7 +189,10 @@ def undo_decision(db: Database, store: ModelStore, item_id: int, target_review_i
     result = db.undo_review(item_id, operator, target_review_id=target_review_id, client_id=client_id,
                             restore_from=restore_from)
     if result.removed is not None:
-        Path(result.removed.kept_as).unlink(missing_ok=True)
+        try:
+            Path(result.removed.kept_as).unlink(missing_ok=True)
+        except OSError as exc:  # the database already says it left the good set; candidates skip it
+            log.warning("cannot remove %s from the good set folder: %s", result.removed.kept_as, exc)
     return result
 
 

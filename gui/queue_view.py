@@ -1,0 +1,25 @@
+"""The queue table: whole rows, and Home/End go to the first/last item (QTableView's own
+Home/End move between columns, which means nothing in a queue)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtWidgets import QAbstractItemView, QTableView, QWidget
+
+Cursor = QAbstractItemView.CursorAction
+
+
+class QueueTable(QTableView):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def moveCursor(self, action: Cursor, modifiers: Qt.KeyboardModifier) -> QModelIndex:  # noqa: N802 - Qt name
+        model = self.model()
+        if action in (Cursor.MoveHome, Cursor.MoveEnd) and model is not None and model.rowCount():
+            row = 0 if action == Cursor.MoveHome else model.rowCount() - 1
+            return model.index(row, max(self.currentIndex().column(), 0))
+        return super().moveCursor(action, modifiers)

@@ -4,6 +4,7 @@ history of activations; preview a version on the current queue and activate it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from inspectd.good_set import Preview, QueueImage, preview
 from inspectd.lifecycle import STATE_ACTIVE, STATE_CANDIDATE, STATE_WITHDRAWN, VersionInfo, activate, version_states
 from inspectd.store import ModelStore
 
+log = logging.getLogger(__name__)
 PREVIEW_LIMIT = 500  # queue items rescored by a preview (the newest first)
 COLUMNS = ("Version", "State", "Threshold", "Images", "Created", "Built from", "Added from review")
 
@@ -233,4 +235,8 @@ class ModelsDialog(QDialog):
 
         self._reads.submit(lambda: activate(self.db, self.store, self.product, version, self.person.name,
                                             "activated in the review app"),
-                           done, lambda exc: QMessageBox.warning(self, "Not activated", str(exc)))
+                           done, self._not_activated)
+
+    def _not_activated(self, exc: BaseException) -> None:
+        log.error("activation failed: %s", exc)
+        self.summary.setText(f"<b>Not activated:</b> {exc}")

@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if person is None:
             return 0  # nobody signed in
         window = MainWindow(config, db, person=person)
-        window.show()
+        window.show_fitted()
         return int(app.exec())
     finally:
         db.close()

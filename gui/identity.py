@@ -46,8 +46,9 @@ class SignInDialog(QDialog):
         super().__init__(parent)
         self.settings = settings
         self.person: Person | None = None
-        self.setWindowTitle("inspectd review: who is working?")
+        self.setWindowTitle("Sign in: who is working?")
         self.setModal(True)
+        self.setMinimumWidth(self.fontMetrics().horizontalAdvance("x") * 60)
         form = QFormLayout()
         self.name = QComboBox()
         self.name.setEditable(True)
@@ -56,7 +57,8 @@ class SignInDialog(QDialog):
         self.name.addItems([person.name for person in settings.operators])
         completer = QCompleter([person.name for person in settings.operators], self)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        # Inline: "Kim" shows "Kim Weber" and Enter signs in (a popup would take the first Enter).
+        completer.setCompletionMode(QCompleter.CompletionMode.InlineCompletion)
         self.name.setCompleter(completer)
         self.name.lineEdit().setPlaceholderText("your name")
         self.badge = QLineEdit()
@@ -80,6 +82,9 @@ class SignInDialog(QDialog):
         layout.addWidget(self.buttons)
         self.name.currentTextChanged.connect(self._refresh)
         self.badge.textChanged.connect(self._refresh)
+        # Enter signs in (a badge scanner types the id and Enter); the combo would keep it.
+        self.name.lineEdit().returnPressed.connect(self.accept)
+        self.badge.returnPressed.connect(self.accept)
         self._refresh()
         (self.badge if settings.identify == "badge" else self.name).setFocus()
 
@@ -91,7 +96,12 @@ class SignInDialog(QDialog):
             return found if found is not None and found.badge == badge else None
         if self.settings.identify == "badge":
             return None
-        return self.settings.person(self.name.currentText())
+        typed = self.name.currentText().strip()
+        exact = self.settings.person(typed)
+        if exact is not None or not typed:
+            return exact
+        matching = [p for p in self.settings.operators if typed.casefold() in p.name.casefold()]
+        return matching[0] if len(matching) == 1 else None  # "kim" is Kim Weber when only she matches
 
     def _refresh(self) -> None:
         person = self.chosen()

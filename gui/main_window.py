@@ -164,6 +164,11 @@ class MainWindow(QMainWindow):
         queue = QWidget()
         queue_layout = QVBoxLayout(queue)
         queue_layout.setContentsMargins(0, 0, 0, 0)
+        self.banner = QLabel()
+        self.banner.setObjectName("unsavedBanner")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        queue_layout.addWidget(self.banner)
         queue_layout.addWidget(self.counts)
         queue_layout.addWidget(self.table, 1)
         details_scroll = QScrollArea()
@@ -191,6 +196,9 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(0, 2)
         split.setStretchFactor(1, 5)
         split.setChildrenCollapsible(False)
+        self._user_split = False  # once the operator drags a splitter, resizing keeps their choice
+        for splitter in (split, item):
+            splitter.splitterMoved.connect(self._split_by_user)
         review = QWidget()
         review_layout = QVBoxLayout(review)
         review_layout.addWidget(self.filters)
@@ -203,7 +211,9 @@ class MainWindow(QMainWindow):
         self.unsaved.setObjectName("unsaved")
         self.live = QLabel("Connecting…")
         self.operator_label = QLabel()
-        for widget in (self.unsaved, self.operator_label, QLabel(self.db.url), self.live):
+        where = QLabel(self.db.url.rsplit("/", 1)[-1] if self.db.url.startswith("sqlite") else self.db.url)
+        where.setToolTip(self.db.url)  # the short name leaves the status bar room for messages
+        for widget in (self.unsaved, self.operator_label, where, self.live):
             self.statusBar().addPermanentWidget(widget)
         self._initial_size()
 
@@ -216,15 +226,27 @@ class MainWindow(QMainWindow):
         self.resize(width, height)
         self._shared_out = False
 
+    def _split_by_user(self, *_moved: object) -> None:
+        self._user_split = True
+
+    def resizeEvent(self, event: object) -> None:  # noqa: N802 - Qt name
+        super().resizeEvent(event)  # type: ignore[arg-type]
+        if self._shared_out and not self._user_split:
+            self._share_out()
+
     def _share_out(self) -> None:
-        """Splitter shares for the size the window really has (once, when first shown)."""
+        """Splitter shares for the size the window really has (until the operator drags one)."""
         self._shared_out = True
         width, height = self.width(), self.height()
         split = self.item_split.parentWidget()
         if isinstance(split, QSplitter):  # on a narrow panel the queue needs a larger share for its columns
             share = 0.42 if width < 1300 else 0.34
+            split.blockSignals(True)
             split.setSizes([int(width * share), int(width * (1 - share))])
+            split.blockSignals(False)
+        self.item_split.blockSignals(True)
         self.item_split.setSizes([int(height * 0.72), int(height * 0.28)])
+        self.item_split.blockSignals(False)
 
     def _build_table(self) -> QueueTable:
         table = QueueTable()
@@ -232,7 +254,7 @@ class MainWindow(QMainWindow):
         table.setAlternatingRowColors(True)
         table.setShowGrid(False)
         table.setWordWrap(False)
-        table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long camera file names keep both ends
+        table.elide_in_the_middle(COLUMNS.index("File"))
         table.verticalHeader().hide()
         # Rows as tall as the text needs (fonts scale on 4K screens and with QT_SCALE_FACTOR).
         table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 8)
@@ -294,6 +316,14 @@ class MainWindow(QMainWindow):
         self.stats.productChanged.connect(self._load_stats)
         self.tabs.currentChanged.connect(self._load_stats)
 
+    def show_fitted(self) -> None:
+        """Show the window; maximized on a panel smaller than its default size, so that the
+        status bar (with the unsaved-decision counter) is never below the screen's edge."""
+        screen = QGuiApplication.primaryScreen()
+        available = screen.availableGeometry() if screen is not None else None
+        small = available is not None and (available.width() <= DEFAULT_SIZE[0] or available.height() <= DEFAULT_SIZE[1])
+        self.showMaximized() if small else self.show()
+
     def showEvent(self, event: object) -> None:  # noqa: N802 - Qt name
         super().showEvent(event)  # type: ignore[arg-type]
         if not self._shared_out:
@@ -304,6 +334,7 @@ class MainWindow(QMainWindow):
 
     def _apply_person(self) -> None:
         person = self.person
+        self.setWindowTitle(f"inspectd review · {person.name}")
         self.operator_label.setText(f"Operator: {person.name} ({roles_text(person)})")
         good_set = self.actions["good_set"]
         may = person.may(ROLE_QUALITY_ENGINEER)
@@ -411,9 +442,13 @@ class MainWindow(QMainWindow):
 
     def _fit_columns(self) -> None:
         self.table.resizeColumnsToContents()
-        file_column = COLUMNS.index("File")
-        widest = self.table.fontMetrics().horizontalAdvance("x" * 18)  # elided in the middle beyond this
+        metrics = self.table.fontMetrics()
+        file_column, review_column = COLUMNS.index("File"), COLUMNS.index("Review")
+        widest = metrics.horizontalAdvance("x" * 15)  # elided in the middle beyond this
         self.table.setColumnWidth(file_column, min(self.table.columnWidth(file_column), widest))
+        # room for the longest usual decision, even while the loaded rows have none
+        review = metrics.horizontalAdvance("⚠ Good part (scratch)") + 12
+        self.table.setColumnWidth(review_column, max(self.table.columnWidth(review_column), review))
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         row = self.model.row_at(current.row())
@@ -503,7 +538,7 @@ class MainWindow(QMainWindow):
             "Change another operator's decision?",
             f"{review.operator} decided “{decision_label(review)}” on {row.file_name}. Record your decision as "
             f"a new review signed by {self.person.name}? {review.operator}'s decision stays in the item's history.",
-            "Record my decision")
+            "&Record my decision")
 
     def _submit(self, entry: PendingWrite) -> None:
         self.outbox.submit(entry)
@@ -567,13 +602,19 @@ class MainWindow(QMainWindow):
             self.unsaved.setText("All decisions saved")
             self.unsaved.setStyleSheet("")
             self.unsaved.setToolTip("")
+            self.banner.hide()
             return
         waiting = self.outbox.waiting_s
-        why = f" (waiting {waiting:.0f} s: {self.outbox.last_error})" if waiting is not None else ""
-        self.unsaved.setText(f"⚠ {count} decision{'s' if count != 1 else ''} not yet saved")
+        reason = self.outbox.reason()
+        text = f"⚠ {count} decision{'s' if count != 1 else ''} not yet saved"
+        self.unsaved.setText(text)
         self.unsaved.setStyleSheet("color: #1a1d21; background: #e3b341; padding: 1px 6px; font-weight: bold;")
-        self.unsaved.setToolTip("Kept and retried until the database takes them" + why
+        self.unsaved.setToolTip("Kept and retried until the database takes them"
+                                + (f" ({reason}; {self.outbox.last_error})" if reason else "")
                                 + (f"\n{self.outbox.journal_error}" if self.outbox.journal_error else ""))
+        self.banner.setText(f"{text}: {reason}, retrying. Keep working; nothing is lost." if waiting is not None
+                            else f"{text}: saving…")
+        self.banner.show()
 
     def _edit_comment(self) -> None:
         self.decision_bar.comment.setFocus()
@@ -611,7 +652,7 @@ class MainWindow(QMainWindow):
                 f"This records “Good part” and builds a candidate model: {check.active_version} + this image. "
                 f"The candidate scores nothing until a quality engineer activates it after seeing its threshold "
                 "and how many queue items it would change.",
-                "Add to the good set"):
+                "&Add to the good set"):
             return
         try:
             tag, comment = self.decision_bar.take_inputs()
@@ -769,13 +810,13 @@ class MainWindow(QMainWindow):
         (tests replace this)."""
         box = QMessageBox(QMessageBox.Icon.Warning, "Decisions not yet saved",
                           f"{count} decision{'s are' if count != 1 else ' is'} not saved in the database yet"
-                          + (f" ({self.outbox.last_error})" if self.outbox.last_error else "") + ".", parent=self)
-        wait = box.addButton("Wait until saved, then close", QMessageBox.ButtonRole.AcceptRole)
+                          + (f": {self.outbox.reason()}" if self.outbox.reason() else "") + ".", parent=self)
+        wait = box.addButton("&Wait until saved, then close", QMessageBox.ButtonRole.AcceptRole)
         keep = None
         if self.outbox.journal_error is None:
             box.setInformativeText("Closing now keeps them on this PC: they are sent when the review app starts "
                                    "here again. Nothing is lost either way.")
-            keep = box.addButton("Close now, keep them", QMessageBox.ButtonRole.DestructiveRole)
+            keep = box.addButton("&Close now, keep them", QMessageBox.ButtonRole.DestructiveRole)
         else:
             box.setInformativeText(f"They cannot be kept after closing: {self.outbox.journal_error}")
         box.addButton(QMessageBox.StandardButton.Cancel)
@@ -799,7 +840,7 @@ class MainWindow(QMainWindow):
                 self.close()
             else:
                 progress.setLabelText(f"Saving {self.outbox.count} decision(s)… "
-                                      f"{self.outbox.last_error or 'the database is busy'}")
+                                      f"{self.outbox.reason() or 'the database is busy'}")
                 QTimer.singleShot(200, check)
 
         def cancelled() -> None:
@@ -821,7 +862,7 @@ class MainWindow(QMainWindow):
                 return
         if self.jobs.running and not self.confirm(
                 "Model work running", "A candidate model is being built; it finishes before the app closes.",
-                "Close when it is done"):
+                "&Close when it is done"):
             event.ignore()
             return
         self.shutdown(timeout_ms=10 * 60 * 1000 if self.jobs.running else 10000)

@@ -95,7 +95,7 @@ class ModelsDialog(QDialog):
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.history = QListWidget()
-        self.preview_button = QPushButton("Preview on the current queue")
+        self.preview_button = QPushButton("&Preview on the current queue")
         self.activate_button = QPushButton("Activate")
         close = QPushButton("Close")
         may = person.may(ROLE_QUALITY_ENGINEER)
@@ -177,7 +177,7 @@ class ModelsDialog(QDialog):
         self.preview_button.setEnabled(info is not None and info.error is None)
         self.activate_button.setEnabled(may and info is not None and info.state not in (STATE_ACTIVE, STATE_WITHDRAWN)
                                         and info.error is None)
-        self.activate_button.setText(f"Activate {info.version}" if info is not None else "Activate")
+        self.activate_button.setText(f"&Activate {info.version}" if info is not None else "&Activate")
         if info is None:
             self.summary.setText("")
             return

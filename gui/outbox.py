@@ -211,6 +211,17 @@ class Outbox(QObject):
         since = self._waiting_since
         return None if since is None else time.monotonic() - since
 
+    def reason(self) -> str:
+        """Why the head entry is waiting, in words for the operator ("" when it is not)."""
+        if self.waiting_s is None:
+            return ""
+        text = self.last_error.lower()
+        if "locked" in text or "busy" in text:
+            return "the database is locked by another program"
+        if "full" in text:
+            return "the database disk is full"
+        return "the database cannot be reached"
+
     @property
     def journal_error(self) -> str | None:
         return self._journal.error if self._journal is not None else "decisions are not kept on disk"

@@ -46,6 +46,7 @@ COLUMN_SORTS = {"Time": SORT_TIME, "File": SORT_FILE, "Verdict": SORT_VERDICT, "
 VERDICT_COLOURS = {"NG": QColor("#ff6b61"), "ERROR": QColor("#e3b341"), "OK": QColor("#6bc46d")}
 DECISION_COLOURS = {PART_DEFECT: QColor("#ff6b61"), PART_GOOD: QColor("#6bc46d"), DECISION_SKIP: QColor("#a8b1bb")}
 UNSAVED = "not yet saved"
+UNSAVED_COLOUR = QColor("#e3b341")
 
 
 @functools.total_ordering
@@ -79,12 +80,21 @@ def format_score(score: float | None) -> str:
     return "-" if score is None else f"{score:.3f}"
 
 
+UNSAVED_MARK = "⚠ "  # in front of a decision the database does not have yet
+
+
 def review_text(review: ReviewRecord | None, unsaved: bool = False) -> str:
-    """The Review column: "Defect (scratch) · anna", with "not yet saved" until stored."""
+    """The Review column: "Defect (scratch)"; "⚠ Defect" until the database has it."""
     if review is None:
-        return f"undo {UNSAVED}" if unsaved else ""
-    text = f"{decision_label(review)} · {review.operator}"
-    return f"{text} · {UNSAVED}" if unsaved else text
+        return f"{UNSAVED_MARK}undo" if unsaved else ""
+    return f"{UNSAVED_MARK if unsaved else ''}{decision_label(review)}"
+
+
+def review_tooltip(review: ReviewRecord | None, unsaved: bool = False) -> str:
+    if review is None:
+        return f"Undo, {UNSAVED}" if unsaved else "Not reviewed"
+    text = f"{decision_label(review)} by {review.operator}, {format_time(review.decided_at)}"
+    return f"{text} ({UNSAVED})" if unsaved else text
 
 
 class QueueModel(QAbstractTableModel):
@@ -183,9 +193,11 @@ class QueueModel(QAbstractTableModel):
         if role == ROW_ROLE:
             return row
         if role == Qt.ItemDataRole.ToolTipRole:
+            if column == "Review":
+                return review_tooltip(row.review, row.item_id in self._unsaved)
             return f"{format_time(row.scored_at)}  {row.error or row.source_image}"
         if role == Qt.ItemDataRole.ForegroundRole:
-            colour = _colour(row, column)
+            colour = UNSAVED_COLOUR if column == "Review" and row.item_id in self._unsaved else _colour(row, column)
             return QBrush(colour) if colour is not None else None
         if role == Qt.ItemDataRole.FontRole and column == "Review" and row.item_id in self._unsaved:
             font = QFont()

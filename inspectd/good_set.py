@@ -80,7 +80,7 @@ class Preview:
 
     version: str
     threshold: float
-    queue: int  # items looked at
+    queue: int  # OK and NG items looked at
     rescored: int  # of which could be read and scored again
     to_ok: tuple[int, ...]  # NG today, OK with this version (item ids)
     to_ng: tuple[int, ...]  # OK today, NG with this version
@@ -204,14 +204,13 @@ def preview(config: Config, store: ModelStore, product: str, version: str, queue
 
     model = ProductModel.load(store, product, version, device=resolve_device(config.device))
     model.set_limits(config.images.max_bytes, config.images.max_pixels)
+    queue = [entry for entry in queue if entry.verdict in (VERDICT_OK, VERDICT_NG)]  # ERROR items have no verdict
     to_ok: list[int] = []
     to_ng: list[int] = []
     rescored = 0
     for start in range(0, len(queue), model.settings.batch_size):
         batch, prepared = [], []
         for entry in queue[start:start + model.settings.batch_size]:
-            if entry.verdict not in (VERDICT_OK, VERDICT_NG):
-                continue
             try:
                 prepared.append(model.read(entry.path)[1])
             except ImageError:

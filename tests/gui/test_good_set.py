@@ -132,7 +132,7 @@ def test_good_set_asks_builds_a_candidate_that_waits_for_activation_and_undo_res
     queue = queue_images(db, config, "tiles")
     scorable = [entry for entry in queue if entry.verdict != VERDICT_ERROR]
     expected = sum(1 for entry in scorable if model.score_images([model.read(entry.path)[1]])[0].verdict != entry.verdict)
-    assert result.queue == len(queue) and result.rescored == len(scorable) and result.flips == expected
+    assert result.queue == result.rescored == len(scorable) and result.flips == expected
     assert "would change verdict" in dialog.summary.text()
 
     monkeypatch.setattr(QMessageBox, "question", lambda *args, **kwargs: QMessageBox.StandardButton.Yes)

@@ -78,7 +78,7 @@ def test_decision_keys_write_rows_and_advance(qtbot, window: MainWindow, config:
     assert (first.tag, first.comment) == ("scratch", "edge of tile")
     assert history(config.database_url, rows[1].item_id)[0].tag is None  # inputs are cleared
     assert window.model.row_at(0).review.decision == DECISION_CONFIRM_DEFECT
-    assert window.model.data(window.model.index(0, COLUMNS.index("Review"))) == "Defect (scratch) · tester"
+    assert window.model.data(window.model.index(0, COLUMNS.index("Review"))) == "Defect (scratch)"
 
 
 def test_undo_appends_an_undo_row_and_returns_to_the_item(qtbot, window: MainWindow, config: Config) -> None:
@@ -237,4 +237,4 @@ def test_screenshot_of_the_main_window(qtbot, window: MainWindow, qapp, tmp_path
     assert not window.viewer.image_pane.showing_placeholder
     assert window.viewer.images.outline is not None and not window.viewer.images.outline.isEmpty()
     assert window.model.queue_filter.review_state == STATE_UNREVIEWED
-    assert window.model.data(window.model.index(0, COLUMNS.index("Review"))) == "Defect (crack) · tester"
+    assert window.model.data(window.model.index(0, COLUMNS.index("Review"))) == "Defect (crack)"

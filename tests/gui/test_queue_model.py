@@ -86,7 +86,7 @@ def test_review_updates_change_rows_in_place(qtbot, db: Database) -> None:
     with qtbot.waitSignal(model.dataChanged) as signal:
         model.set_reviews({row.item_id: outcome.effective})
     assert signal.args[0].row() == 1
-    assert model.data(model.index(1, COLUMNS.index("Review"))) == "Defect (spot) · alice"
+    assert model.data(model.index(1, COLUMNS.index("Review"))) == "Defect (spot)"
     assert model.row_at(1).review_state == "reviewed"
 
 

@@ -145,6 +145,11 @@ def test_the_app_asks_who_is_working_by_list_or_badge(qtbot) -> None:
     dialog.badge.clear()
     dialog.name.setEditText("ana lima")
     assert dialog.chosen().name == "Ana Lima"
+    dialog.name.setEditText("i")  # in both names: nobody yet
+    assert dialog.chosen() is None and not ok.isEnabled()
+    dialog.name.setEditText("kim")  # only one name holds it
+    assert dialog.chosen() == QE
+    dialog.name.setEditText("Ana Lima")
     dialog.accept()
     assert dialog.person.name == "Ana Lima"
     badge_only = SignInDialog(ReviewSettings(identify="badge", operators=(QE,)))

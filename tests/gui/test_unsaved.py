@@ -80,18 +80,17 @@ def test_a_decision_under_a_long_lock_is_kept_shown_and_stored_later(qtbot, conf
         for row, decision in ((first, PART_GOOD), (second, PART_DEFECT)):
             shown = window.model.row_at(window.model.row_of_item(row.item_id))
             assert shown.review is not None and shown.review.decision == decision  # not back to unreviewed
-            assert window.model.data(window.model.index(window.model.row_of_item(row.item_id), REVIEW)).endswith(
-                "not yet saved")
+            assert window.model.data(window.model.index(window.model.row_of_item(row.item_id), REVIEW)).startswith("⚠ ")
             assert reviews_in_db(config.database_url, row.item_id) == []  # readers see nothing stored yet
         assert window.unsaved.text() == "⚠ 2 decisions not yet saved"
-        assert "locked" in window.unsaved.toolTip()
+        assert "locked by another program" in window.unsaved.toolTip() and window.banner.isVisible()
         with qtbot.waitSignals([window.decisionWritten] * 2, timeout=15000):
             release()
     assert [r.decision for r in reviews_in_db(config.database_url, first.item_id)] == [PART_GOOD]
     assert [r.operator for r in reviews_in_db(config.database_url, second.item_id)] == ["tester"]
     assert window.unsaved.text() == "All decisions saved"
     assert not window.model.unsaved(first.item_id)
-    assert window.model.data(window.model.index(0, REVIEW)) == "Good part · tester"
+    assert window.model.data(window.model.index(0, REVIEW)) == "Good part"
     window.shutdown()
 
 

@@ -7,8 +7,6 @@ from collections.abc import Iterable, Sequence
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QAction, QKeyEvent
 from PySide6.QtWidgets import (
-    QComboBox,
-    QCompleter,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -22,6 +20,7 @@ from PySide6.QtWidgets import (
 from gui.data import QueueRow
 from gui.decisions import agreement, decision_label
 from gui.qt_compat import emit
+from gui.widgets import completing_combo
 from gui.queue_model import UNSAVED, VERDICT_COLOURS, format_score, format_time
 from inspectd.db import VERDICT_ERROR
 
@@ -141,16 +140,8 @@ class DecisionBar(QWidget):
             self.buttons[action.objectName()] = button
             buttons.addWidget(button)
         buttons.addStretch(1)
-        self.tag = QComboBox()
-        self.tag.setEditable(True)
-        self.tag.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.tag = completing_combo(self.tags, "defect tag (T)")
         self.tag.setMinimumContentsLength(12)
-        self.tag.addItems(["", *self.tags])
-        completer = QCompleter(list(self.tags), self.tag)
-        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        completer.setFilterMode(Qt.MatchFlag.MatchContains)
-        self.tag.setCompleter(completer)
-        self.tag.lineEdit().setPlaceholderText("defect tag (T)")
         self.comment = QLineEdit()
         self.comment.setPlaceholderText("comment (C to type, Enter or Esc to return)")
         for field in (self.tag, self.tag.lineEdit(), self.comment):  # the combo passes keys to its line edit

@@ -8,10 +8,7 @@ the OS account of a shared line PC.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QComboBox,
-    QCompleter,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
@@ -21,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.widgets import completing_combo
 from inspectd.config import Person, ReviewSettings
 from inspectd.identity import ROLE_NAMES, os_user
 
@@ -50,17 +48,8 @@ class SignInDialog(QDialog):
         self.setModal(True)
         self.setMinimumWidth(self.fontMetrics().horizontalAdvance("x") * 60)
         form = QFormLayout()
-        self.name = QComboBox()
-        self.name.setEditable(True)
-        self.name.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.name.addItem("")
-        self.name.addItems([person.name for person in settings.operators])
-        completer = QCompleter([person.name for person in settings.operators], self)
-        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         # Inline: "Kim" shows "Kim Weber" and Enter signs in (a popup would take the first Enter).
-        completer.setCompletionMode(QCompleter.CompletionMode.InlineCompletion)
-        self.name.setCompleter(completer)
-        self.name.lineEdit().setPlaceholderText("your name")
+        self.name = completing_combo([person.name for person in settings.operators], "your name", inline=True)
         self.badge = QLineEdit()
         self.badge.setPlaceholderText("type or scan your badge")
         self.badge.setEchoMode(QLineEdit.EchoMode.Password)

@@ -7,10 +7,11 @@ with ``--by NAME`` or the login name.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 
-from .config import Config, Person
+from .config import ROLE_QUALITY_ENGINEER, Config, Person
 from .errors import InspectdError
 
 
@@ -52,3 +53,16 @@ def require_role(person: Person, role: str, action: str) -> None:
     if not person.may(role):
         raise RoleError(f"{person.name} may not {action}: that needs the {ROLE_NAMES.get(role, role)} role "
                         "([review] operators in config.toml)")
+
+
+def add_signer_option(parser: argparse.ArgumentParser, does: str) -> None:
+    """``--by NAME`` for a command that changes a product's good set or active model."""
+    parser.add_argument("--by", metavar="NAME", help=f"who {does} (default: the login name); with people listed in "
+                        "[review] operators, the name or badge id of one with the quality_engineer role")
+
+
+def quality_engineer(config: Config, by: str | None, action: str) -> Person:
+    """The person a command-line model change is signed with; RoleError unless they may."""
+    person = cli_person(config, by)
+    require_role(person, ROLE_QUALITY_ENGINEER, action)
+    return person

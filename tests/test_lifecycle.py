@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine_support import copy_images, write_config
-from inspectd import cli
+from engine_support import copy_images, restore_logging, run, write_config  # noqa: F401 (autouse fixture)
 from inspectd.active import active_version
 from inspectd.config import load_config
 from inspectd.db import (
@@ -34,22 +32,6 @@ META = {"coreset": {"size": 5}, "calibration": {"threshold": 2.5}, "weights": {"
         "settings": {"backbone": "resnet18"}, "images": {"bank": [{"name": "a.png", "sha256": "a" * 64}],
                                                          "calibration": []},
         "created_at": "2024-01-01T00:00:00+00:00"}
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def fake_versions(store: ModelStore, product: str, count: int, hashes: list[list[str]] | None = None) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ROLE_QUALITY_ENGINEER, Config
+from ..config import Config
 from ..db import open_database
-from ..identity import cli_person, require_role
+from ..identity import add_signer_option, quality_engineer
 from ..lifecycle import activate
 from ..store import ModelStore
 
@@ -19,15 +19,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                     "who made it (see `inspectd products --history`).")
     parser.add_argument("--product", required=True)
     parser.add_argument("--version", required=True, help="e.g. v0002 (`inspectd products --all-versions` lists them)")
-    parser.add_argument("--by", metavar="NAME", help="who activates it (default: the login name); with people "
-                        "listed in [review] operators, one of them with the quality_engineer role")
+    add_signer_option(parser, "activates it")
     parser.add_argument("--reason", default="", help="why (recorded in the history)")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    person = cli_person(config, args.by)
-    require_role(person, ROLE_QUALITY_ENGINEER, "change the active model")
+    person = quality_engineer(config, args.by, "change the active model")
     store = ModelStore(config.store_dir)
     with open_database(config.database_url) as db:
         before = db.active_activation(args.product)

@@ -6,10 +6,10 @@ import argparse
 
 from ..active import active_version
 from ..cli import existing_dir, print_table
-from ..config import ROLE_QUALITY_ENGINEER, Config
+from ..config import Config
 from ..db import open_database
 from ..enroll import EnrollReport, enroll
-from ..identity import cli_person, require_role
+from ..identity import add_signer_option, quality_engineer
 from ..lifecycle import activate, pin_active
 from ..store import ModelStore
 from .progress import ProgressBar
@@ -28,14 +28,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     parser.add_argument("--candidate", action="store_true",
                         help="keep the new version as a candidate: the active version stays active until "
                              "`inspectd activate` (default: the new version is active at once)")
-    parser.add_argument("--by", metavar="NAME", help="who enrolls (default: the login name); with people listed "
-                        "in [review] operators, one of them with the quality_engineer role")
+    add_signer_option(parser, "enrolls")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    person = cli_person(config, args.by)
-    require_role(person, ROLE_QUALITY_ENGINEER, "enroll a model")
+    person = quality_engineer(config, args.by, "enroll a model")
     store = ModelStore(config.store_dir)
     with open_database(config.database_url) as db:
         before = active_version(db, store, args.product).version if store.versions(args.product) else None

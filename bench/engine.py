@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from inspectd.config import Config, ProductSettings  # noqa: E402
 from inspectd.enroll import enroll  # noqa: E402
 from inspectd.imageio import list_images  # noqa: E402
-from inspectd.model import ProductModel, Stopwatch  # noqa: E402
+from inspectd.model import ProductModel  # noqa: E402
+from inspectd.stopwatch import Stopwatch  # noqa: E402
 from inspectd.store import ModelStore  # noqa: E402
 from inspectd.synthetic import generate_images  # noqa: E402
 

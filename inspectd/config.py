@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from .errors import ConfigError, ProductNameError
 from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
-from .naming import validate_product_name
+from .naming import station_name_problem, validate_product_name
 
 SYSTEM_CONFIG = Path("/etc/inspectd/config.toml")
 BACKBONES = ("wide_resnet50_2", "resnet18", "wide_resnet101_2")
@@ -105,6 +105,8 @@ class WatchFolder:
 
     def __post_init__(self) -> None:
         _check_product_name(self.product, "product")
+        problem = station_name_problem(self.station)
+        _check(problem is None, "station", f"{self.station!r} {problem}")
         if self.after_scoring == "move":
             _check(self.archive_dir is not None, "archive_dir", "is required when after_scoring = 'move'")
 
@@ -112,14 +114,26 @@ class WatchFolder:
 @dataclass(frozen=True)
 class DaemonSettings:
     settle_seconds: float = 1.0
+    # A file unchanged this long but still incomplete (or unreadable, or held open by
+    # its writer) is taken in as it is and gets its error row.
+    incomplete_seconds: float = 60.0
     reconcile_seconds: float = 60.0
     poll_seconds: float = 2.0
     batch_size: int = 8
     max_attempts: int = 3
     save_anomaly_maps: bool = True
+    # Bytes of taken-in images kept in memory until they are scored (MiB).
+    intake_buffer_mb: int = 256
+    # Status file and folder locks (systemd's RuntimeDirectory=inspectd).
+    runtime_dir: Path = Path("/run/inspectd")
+    # SIGTERM: unfinished work is handed back within this time (the unit allows 60 s).
+    stop_timeout_seconds: float = 40.0
 
     def __post_init__(self) -> None:
         _check(self.settle_seconds >= 0, "settle_seconds", "must be >= 0")
+        _check(self.incomplete_seconds >= self.settle_seconds, "incomplete_seconds", "must be >= settle_seconds")
+        _check(self.intake_buffer_mb >= 0, "intake_buffer_mb", "must be >= 0")
+        _check(5 <= self.stop_timeout_seconds <= 300, "stop_timeout_seconds", "must be between 5 and 300")
         _check(self.reconcile_seconds > 0, "reconcile_seconds", "must be > 0")
         _check(self.poll_seconds > 0, "poll_seconds", "must be > 0")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")

@@ -28,11 +28,13 @@ from .config import Config, ProductSettings
 from .coreset import coreset_size, select_coreset
 from .device import resolve_device
 from .errors import ImageError, InspectdError, ModelError
+from .extractor_cache import new_extractor, shared_extractor
 from .features import PatchFeatureExtractor
 from .hashing import bytes_sha256
 from .imageio import Geometry, apply_geometry, decode_image, list_images, read_image
-from .model import Scorer, geometry_from_settings, new_extractor, settings_from_json, settings_to_json, shared_extractor
+from .scorer import Scorer
 from .search import BankIndex
+from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
 from .store import ModelStore, StoredModel
 
 log = logging.getLogger(__name__)

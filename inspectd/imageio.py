@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageError
+from .imageformat import dimensions, incomplete, sniff_format
 
 # OpenCV reads this once at import: keep its own pixel guard above ours so that our
 # message (with the file name) is the one a user sees.
@@ -23,7 +24,6 @@ import cv2  # noqa: E402
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 100_000_000
-TAIL_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,20 @@ def read_image(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
 
 
 def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode encoded image bytes; see read_image."""
+    """Decode encoded image bytes; see read_image. The header's dimensions are
+    checked against *max_pixels* before the decoder allocates anything."""
     if len(data) == 0:
         raise ImageError(f"{name}: file is empty")
     kind = sniff_format(data)
     if kind is None:
         raise ImageError(f"{name}: not a supported image (JPEG, PNG, BMP or TIFF)")
-    check_complete(data, kind, name)
-    pixels = header_pixels(data, kind)
-    if pixels is not None and pixels > max_pixels:
-        raise ImageError(f"{name}: image has {pixels} pixels, over the limit of {max_pixels}")
+    reason = incomplete(data, kind)
+    if reason:
+        raise ImageError(f"{name}: {reason}")
+    size = dimensions(data, kind)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageError(f"{name}: {kind} header declares {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
+                         f"over the limit of {max_pixels}; not decoded")
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
@@ -102,51 +106,6 @@ def decode_image(data: bytes, *, name: str = "<bytes>", max_pixels: int = DEFAUL
     if image.shape[0] * image.shape[1] > max_pixels:
         raise ImageError(f"{name}: image has {image.shape[0] * image.shape[1]} pixels, over the limit of {max_pixels}")
     return to_rgb_float(image, name)
-
-
-def sniff_format(data: bytes) -> str | None:
-    """Image format from the magic bytes, or None."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data.startswith(b"BM"):
-        return "BMP"
-    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "TIFF"
-    return None
-
-
-def check_complete(data: bytes, kind: str, name: str) -> None:
-    """Reject files that end before their format says they should (a half-written file)."""
-    reason = truncation(data[:16], data[-TAIL_BYTES:], len(data), kind)
-    if reason:
-        raise ImageError(f"{name}: {reason}")
-
-
-def truncation(head: bytes, tail: bytes, size: int, kind: str) -> str | None:
-    """Why a file of this head, tail and size is cut short, or None. Needs only the
-    first 16 and last TAIL_BYTES bytes, so a watcher can check without reading it all."""
-    if kind == "JPEG" and b"\xff\xd9" not in tail:
-        return "truncated JPEG (no end-of-image marker)"
-    if kind == "PNG" and b"IEND" not in tail:
-        return "truncated PNG (no IEND chunk)"
-    if kind == "BMP" and len(head) >= 6:
-        declared = int.from_bytes(head[2:6], "little")
-        if declared > size:
-            return f"truncated BMP ({size} of {declared} bytes)"
-    return None
-
-
-def header_pixels(data: bytes, kind: str) -> int | None:
-    """Pixel count from the header where it is cheap to read, to refuse huge images
-    before allocating them."""
-    if kind == "PNG" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
-    if kind == "BMP" and len(data) >= 26:
-        return abs(int.from_bytes(data[18:22], "little", signed=True)) * abs(
-            int.from_bytes(data[22:26], "little", signed=True))
-    return None
 
 
 def to_rgb_float(image: np.ndarray, name: str) -> np.ndarray:

@@ -1,82 +1,31 @@
-"""A loaded product model: patch features, bank search, anomaly maps, verdicts."""
+"""A loaded product model version, ready to score images on a device, and the outcome
+for one image (ScoreResult, OK/NG verdicts)."""
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from .backbone import WeightsInfo, build_trunk, trunk_for
+from .backbone import WeightsInfo
 from .calibration import Calibration
-from .config import ProductSettings
 from .errors import ImageError, ModelError
-from .features import PatchFeatureExtractor
-from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Geometry, apply_geometry, read_image
-from .scoring import anomaly_maps, reweighted_scores
+from .extractor_cache import new_extractor, shared_extractor
+from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, apply_geometry, decode_image, read_image
+from .scorer import Scorer
 from .search import BankIndex
+from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
+from .stopwatch import Stopwatch
 from .store import ModelStore, StoredModel
 
+# Re-exported: these lived here before model.py was split, and other code imports them from here.
+__all__ = ["NG", "OK", "ProductModel", "ScoreResult", "Scorer", "Stopwatch", "geometry_from_settings",
+           "new_extractor", "settings_from_json", "settings_to_json", "shared_extractor"]
+
 OK, NG = "OK", "NG"
-
-_extractors: dict[str, PatchFeatureExtractor] = {}
-_new_trunks: dict[str, WeightsInfo] = {}  # weights source as configured -> what it resolved to
-_extractors_lock = threading.Lock()
-
-
-def settings_to_json(settings: ProductSettings) -> dict:
-    return {f.name: getattr(settings, f.name) for f in fields(settings)}
-
-
-def settings_from_json(data: dict) -> ProductSettings:
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
-    return ProductSettings(**values)
-
-
-def geometry_from_settings(settings: ProductSettings) -> Geometry:
-    return Geometry(resize=settings.resize, size=settings.size, center_crop=settings.center_crop, roi=settings.roi)
-
-
-def _extractor_key(settings: ProductSettings, weights: WeightsInfo, device: torch.device) -> str:
-    return json.dumps([settings.backbone, settings.layers, weights.to_json(), settings.aggregation,
-                       settings.embed_dim, str(device)], sort_keys=True)
-
-
-def shared_extractor(settings: ProductSettings, weights: WeightsInfo, device: torch.device) -> PatchFeatureExtractor:
-    """One extractor per backbone/weights/aggregation/device, shared by all products."""
-    key = _extractor_key(settings, weights, device)
-    with _extractors_lock:
-        if key not in _extractors:
-            trunk = trunk_for(settings.backbone, settings.layers, weights)
-            _extractors[key] = PatchFeatureExtractor(trunk, settings.aggregation, settings.embed_dim).to(device)
-        return _extractors[key]
-
-
-def new_extractor(settings: ProductSettings, device: torch.device) -> tuple[PatchFeatureExtractor, WeightsInfo]:
-    """The extractor for a new enrollment, from the settings' weights source. A
-    process that enrolls several products builds each backbone once."""
-    source = settings.weights
-    if source not in ("imagenet", "random") and Path(source).is_file():
-        stat = Path(source).stat()  # a replaced file is a new key; build_trunk hashes it once
-        source = f"{source}:{stat.st_size}:{stat.st_mtime_ns}"
-    key = json.dumps([settings.backbone, settings.layers, source, settings.weights_seed, settings.aggregation,
-                      settings.embed_dim, str(device)])
-    with _extractors_lock:
-        if key in _new_trunks:
-            weights = _new_trunks[key]
-            return _extractors[_extractor_key(settings, weights, device)], weights
-    trunk, weights = build_trunk(settings.backbone, settings.layers, settings.weights, settings.weights_seed)
-    extractor = PatchFeatureExtractor(trunk, settings.aggregation, settings.embed_dim).to(device)
-    with _extractors_lock:
-        extractor = _extractors.setdefault(_extractor_key(settings, weights, device), extractor)
-        _new_trunks[key] = weights
-    return extractor, weights
 
 
 @dataclass
@@ -92,62 +41,6 @@ class ScoreResult:
     threshold: float
     anomaly_map: np.ndarray  # (H, W) float32 at the network input geometry
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-class Stopwatch:
-    """Adds elapsed milliseconds per stage; synchronises CUDA so GPU time is counted."""
-
-    def __init__(self, device: torch.device, enabled: bool = True):
-        self.device = device
-        self.enabled = enabled  # disabled: no timing and no CUDA synchronisation
-        self.totals: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        if not self.enabled:
-            yield
-            return
-        self._sync()
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            self.totals[stage] = self.totals.get(stage, 0.0) + (time.perf_counter() - start) * 1000.0
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-class Scorer:
-    """Patch features -> image scores and anomaly maps against one memory bank."""
-
-    def __init__(self, index: BankIndex, settings: ProductSettings, input_hw: tuple[int, int]):
-        self.index, self.settings, self.input_hw = index, settings, input_hw
-
-    def score_features(self, features: torch.Tensor, watch: Stopwatch | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image scores (B,) and anomaly maps (B, H, W) from patch features (B, h, w, D)."""
-        watch = watch or Stopwatch(features.device, enabled=False)
-        b, h, w, d = features.shape
-        features = features.float()
-        with watch("search"):
-            flat = features.reshape(b * h * w, d)
-            dist, index = self.index.nearest(flat)
-            scores, _ = reweighted_scores(flat.view(b, h * w, d), dist.view(b, h * w), index.view(b, h * w),
-                                          self.index, self.settings.reweight_neighbors)
-        with watch("map"):
-            maps = anomaly_maps(dist.view(b, h, w), self.input_hw, self.settings.blur_sigma)
-        return scores, maps
-
-    def image_scores(self, features: torch.Tensor, batch: int = 16) -> np.ndarray:
-        """Scores only, for stored features (N, h, w, D) of any dtype, in batches."""
-        out = []
-        for start in range(0, features.shape[0], batch):
-            block = features[start:start + batch].to(self.index.device)
-            out.append(self.score_features(block)[0].cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 class ProductModel:
@@ -188,6 +81,11 @@ class ProductModel:
         """(original RGB, network input) of an image file; ImageError names the file."""
         image = read_image(path, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
         return image, apply_geometry(image, self.geometry, str(path))
+
+    def decode(self, data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(original RGB, network input) from an image file's bytes; ImageError names it."""
+        image = decode_image(data, name=name, max_pixels=self.max_pixels)
+        return image, apply_geometry(image, self.geometry, name)
 
     def set_limits(self, max_bytes: int, max_pixels: int) -> None:
         self.max_bytes, self.max_pixels = max_bytes, max_pixels

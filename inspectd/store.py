@@ -5,16 +5,23 @@
                            calibration.npy         held-out good patch features, float16
     <store>/<product>/v0002/...
 
+                           SHA256SUMS              sha256 of model.json and every array
+
 Arrays are plain .npy files read with allow_pickle=False, so loading a model cannot
 execute code. Each version is written into a temporary directory and renamed into
-place, so a reader never sees half a model; earlier versions are kept. model.json
-records every array's sha256, so a corrupt or truncated file is refused on load.
+place, so a reader never sees half a model; earlier versions are kept. Every file of
+a version is covered by a checksum: SHA256SUMS (the format of `sha256sum -c`) holds
+model.json's, and model.json records every array's, so a corrupt, truncated or
+edited file (a threshold changed by hand) is refused on load. Versions written
+before SHA256SUMS existed (format 1) still load, with a warning that their
+model.json is not covered.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,13 +34,17 @@ from typing import Iterator
 import numpy as np
 
 from .errors import ModelError
-from .hashing import file_sha256
+from .filemodes import dir_mode
+from .hashing import bytes_sha256, file_sha256
 from .imageio import Geometry
 from .naming import validate_product_name
 
 METADATA_FILE = "model.json"
-FORMAT_VERSION = 1
+CHECKSUMS_FILE = "SHA256SUMS"
+FORMAT_VERSION = 2
+LEGACY_FORMAT = 1  # before SHA256SUMS
 _VERSION_DIR = re.compile(r"^v(\d{4,})$")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,12 +120,23 @@ class ModelStore:
         if not meta_path.is_file():
             raise ModelError(f"model {product} {version} not found or incomplete ({meta_path} missing)")
         try:
-            metadata = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raw = meta_path.read_bytes()
+            checksums = _read_checksums(path / CHECKSUMS_FILE)
+        except OSError as exc:
+            raise ModelError(f"model {product} {version} cannot be read: {exc}") from exc
+        if checksums is not None and checksums.get(METADATA_FILE) != bytes_sha256(raw):
+            raise ModelError(f"model {product} {version} is corrupt or was edited: {METADATA_FILE} fails its "
+                             f"checksum in {CHECKSUMS_FILE}; enroll again (or restore the file)")
+        try:
+            metadata = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelError(f"model {product} {version} is corrupt: {METADATA_FILE}: {exc}") from exc
-        if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"model {product} {version}: unsupported model format "
-                             f"{metadata.get('format_version') if isinstance(metadata, dict) else '?'}")
+        found = metadata.get("format_version") if isinstance(metadata, dict) else "?"
+        if found != (FORMAT_VERSION if checksums is not None else LEGACY_FORMAT):
+            missing = f" ({CHECKSUMS_FILE} is missing)" if found == FORMAT_VERSION else ""
+            raise ModelError(f"model {product} {version}: unsupported model format {found}{missing}")
+        if checksums is None:
+            _warn_legacy(product, version)
         return StoredModel(product=product, version=version, path=path, metadata=metadata)
 
     def write(self, product: str, metadata: dict, arrays: dict[str, np.ndarray]) -> StoredModel:
@@ -124,6 +146,7 @@ class ModelStore:
         folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
         try:
+            os.chmod(staging, dir_mode())  # mkdtemp's 0700 would shut out the operators' group
             files = {}
             for name, array in arrays.items():
                 file_name = f"{name}.npy"
@@ -135,6 +158,7 @@ class ModelStore:
                 full = {**metadata, "format_version": FORMAT_VERSION, "product": product,
                         "version": version, "files": files}
                 _write_json(staging / METADATA_FILE, full)
+                _write_checksums(staging, [METADATA_FILE, *(record["file"] for record in files.values())])
                 _fsync_dir(staging)
                 os.rename(staging, folder / version)
                 _fsync_dir(folder)
@@ -174,6 +198,37 @@ def _write_json(path: Path, data: dict) -> None:
         if name.endswith(".npy"):
             with open(path.parent / name, "rb+") as array_file:
                 os.fsync(array_file.fileno())
+
+
+def _write_checksums(folder: Path, names: list[str]) -> None:
+    lines = "".join(f"{file_sha256(folder / name)}  {name}\n" for name in names)
+    with (folder / CHECKSUMS_FILE).open("w", encoding="utf-8") as handle:
+        handle.write(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_checksums(path: Path) -> dict[str, str] | None:
+    """name -> sha256 from a SHA256SUMS file, or None when there is none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    sums = {}
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        sums[name] = digest
+    return sums
+
+
+_warned_legacy: set[tuple[str, str]] = set()
+
+
+def _warn_legacy(product: str, version: str) -> None:
+    if (product, version) not in _warned_legacy:
+        _warned_legacy.add((product, version))
+        log.warning("model %s %s was written by an older inspectd: its %s is not covered by a checksum "
+                    "(enroll again to get one that is)", product, version, METADATA_FILE)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 from pathlib import Path
 
@@ -164,6 +166,38 @@ def test_bad_product_section_names_are_refused(tmp_path: Path, name: str) -> Non
 def test_bad_watch_product_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match=r"'watch\[0\]\.product' invalid product name"):
         load_config(_file(tmp_path / "c.toml", f"[[watch]]\npath = '/in'\nproduct = '{name}'\n"))
+
+
+@pytest.mark.parametrize("name", ["washer\n", "washer\r", "wa\u200bsher", "washer\u00a0", "w\u00e4sher", "\ttab"])
+def test_control_and_invisible_characters_in_product_names_are_refused_with_the_rule(name: str) -> None:
+    from inspectd.errors import ProductNameError
+    from inspectd.naming import PRODUCT_RULE, validate_product_name
+
+    with pytest.raises(ProductNameError) as info:
+        validate_product_name(name)
+    assert PRODUCT_RULE in str(info.value) and repr(name) in str(info.value)
+
+
+def test_a_trailing_newline_in_a_product_name_from_the_cli_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "good").mkdir()
+    done = subprocess.run([sys.executable, "-m", "inspectd.cli", "--config",
+                           str(_file(tmp_path / "c.toml", f"store_dir = '{tmp_path}'\n")), "enroll", "--product",
+                           "washer\n", str(tmp_path / "good")],
+                          capture_output=True, text=True)
+    assert done.returncode in (1, 2) and "invalid product name 'washer\\n'" in done.stderr
+
+
+@pytest.mark.parametrize(("station", "why"), [("cam1\n", "U+000A"), ("cam\u200b1", "U+200B"), (" cam1", "white space"),
+                                              ("c" * 129, "longer than 128")])
+def test_station_names_with_control_or_invisible_characters_are_refused(tmp_path: Path, station: str,
+                                                                        why: str) -> None:
+    text = f"[[watch]]\npath = '/in'\nproduct = 'bolt'\nstation = {json.dumps(station)}\n"
+    with pytest.raises(ConfigError, match=r"'watch\[0\]\.station'") as info:
+        load_config(_file(tmp_path / "c.toml", text))
+    assert why in str(info.value)
 
 
 def test_good_product_names_are_accepted(tmp_path: Path) -> None:

@@ -195,7 +195,7 @@ def test_schema_compiles_for_postgresql():
            for index in table.indexes]
     )
     assert "TIMESTAMP WITH TIME ZONE" in ddl
-    assert "UNIQUE (path, size, mtime_ns, sha256)" in ddl
+    assert "UNIQUE (path, size, mtime_ns, ctime_ns, sha256)" in ddl
     assert "UNIQUE (item_id)" in ddl
     assert "AUTOINCREMENT" not in ddl.upper()
 
@@ -249,7 +249,7 @@ def test_known_identities_lists_recorded_path_size_mtime(db: Database):
     add(db, "a.png", content="new", size=11, mtime_ns=6)
     add(db, "b.png", size=12, mtime_ns=7)
     known = db.known_identities(["/lines/bearing/a.png", "/lines/bearing/unseen.png"])
-    assert known == {("/lines/bearing/a.png", 10, 5), ("/lines/bearing/a.png", 11, 6)}
+    assert known == {("/lines/bearing/a.png", 10, 5, None, None), ("/lines/bearing/a.png", 11, 6, None, None)}
     assert db.known_identities([]) == set()
 
 
@@ -562,18 +562,17 @@ def _recording_step(version: int, calls: list[int]) -> Migration:
 def test_migration_runner_applies_steps_in_order(db_url: str):
     open_database(db_url).close()
     calls: list[int] = []
-    first = SCHEMA_VERSION  # steps after the current schema
-    steps = [_recording_step(first + v, calls) for v in (2, 0, 1)]  # registry order does not matter
-    target, expected = first + 3, [first, first + 1, first + 2]
+    first = SCHEMA_VERSION
+    steps = [_recording_step(v, calls) for v in (first + 2, first, first + 1)]  # registry order does not matter
     engine = create_db_engine(db_url)
     try:
-        assert ensure_schema(engine, target=target, migrations=steps) == target
-        assert calls == expected
-        assert ensure_schema(engine, target=target, migrations=steps) == target
-        assert calls == expected, "steps must not run twice"
+        assert ensure_schema(engine, target=first + 3, migrations=steps) == first + 3
+        assert calls == [first, first + 1, first + 2]
+        assert ensure_schema(engine, target=first + 3, migrations=steps) == first + 3
+        assert calls == [first, first + 1, first + 2], "steps must not run twice"
         with engine.connect() as connection:
-            assert read_schema_version(connection) == target
-            assert {f"migrated_{v}" for v in expected} <= set(inspect(connection).get_table_names())
+            assert read_schema_version(connection) == first + 3
+            assert {f"migrated_{v}" for v in calls} <= set(inspect(connection).get_table_names())
     finally:
         engine.dispose()
 
@@ -586,12 +585,13 @@ def test_a_failing_step_leaves_the_previous_version(sqlite_url: str):
         connection.execute(text("CREATE TABLE half_done (id INTEGER)"))
         raise RuntimeError("step 2 failed")
 
-    steps = [_recording_step(1, calls), Migration(2, "broken", broken)]
+    first = SCHEMA_VERSION
+    steps = [_recording_step(first, calls), Migration(first + 1, "broken", broken)]
     with open_database(sqlite_url) as db:
         with pytest.raises(RuntimeError, match="step 2 failed"):
-            ensure_schema(db.engine, target=3, migrations=steps)
+            ensure_schema(db.engine, target=first + 2, migrations=steps)
         with db.engine.connect() as connection:
-            assert read_schema_version(connection) == 2
+            assert read_schema_version(connection) == first + 1
             assert "half_done" not in inspect(connection).get_table_names()  # DDL rolled back
 
 
@@ -611,6 +611,80 @@ def test_upgrade_from_a_v0_database(sqlite_url: str):
         item_id = add(db, "a.png")
         assert db.effective_review(item_id) is None
         review(db, item_id, DECISION_SKIP)
+
+
+_V1_SQLITE_ITEMS = """CREATE TABLE items (
+    id INTEGER NOT NULL, path VARCHAR NOT NULL, file_name VARCHAR NOT NULL, size BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL, sha256 VARCHAR(64) NOT NULL, product VARCHAR(128) NOT NULL,
+    station VARCHAR(128) NOT NULL, discovered_at DATETIME NOT NULL, state VARCHAR(16) NOT NULL,
+    attempts INTEGER NOT NULL, last_error TEXT, updated_at DATETIME NOT NULL, claimed_at DATETIME,
+    CONSTRAINT pk_items PRIMARY KEY (id), CONSTRAINT uq_items_identity UNIQUE (path, size, mtime_ns, sha256),
+    CONSTRAINT ck_items_state CHECK (state IN ('pending', 'scoring', 'done', 'error')),
+    CONSTRAINT ck_items_attempts_non_negative CHECK (attempts >= 0),
+    CONSTRAINT fk_items_product_products FOREIGN KEY(product) REFERENCES products (name))"""
+
+
+def _make_version_1(url: str) -> None:
+    """Turn a fresh database into what release 1 (schema version 1) left behind."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+            statements = ["DROP TABLE items", _V1_SQLITE_ITEMS]
+        else:
+            statements = ["ALTER TABLE items DROP CONSTRAINT uq_items_landing",
+                          "ALTER TABLE items DROP COLUMN ctime_ns, DROP COLUMN inode",
+                          "ALTER TABLE items ALTER COLUMN sha256 SET NOT NULL",
+                          "ALTER TABLE items ADD CONSTRAINT uq_items_identity UNIQUE (path, size, mtime_ns, sha256)"]
+        with connection.begin():
+            for statement in statements:
+                connection.execute(text(statement))
+            connection.execute(text("UPDATE schema_info SET version = 1"))
+    engine.dispose()
+
+
+def test_a_release_1_database_upgrades_keeping_items_results_and_reviews(db_url: str):
+    open_database(db_url).close()
+    _make_version_1(db_url)
+    url = db_url
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO products (name, created_at) VALUES ('bearing', :t)"), {"t": T0})
+        connection.execute(text(
+            "INSERT INTO items (id, path, file_name, size, mtime_ns, sha256, product, station, discovered_at, state,"
+            " attempts, updated_at) VALUES (7, '/d/a.png', 'a.png', 10, 5, :sha, 'bearing', 'st1', :t, 'done', 1, :t)"),
+            {"sha": "ab" * 32, "t": T0})
+        connection.execute(text("INSERT INTO results (item_id, verdict, raw_score, scored_at, image_path) "
+                                "VALUES (7, 'NG', 2.5, :t, '/d/a.png')"), {"t": T0})
+    engine.dispose()
+    with open_database(url) as db:
+        with db.engine.connect() as connection:
+            assert read_schema_version(connection) == SCHEMA_VERSION
+        rows = db.query_results()
+        assert [(r["path"], r["verdict"], r["raw_score"]) for r in rows] == [("/d/a.png", "NG", 2.5)]
+        assert db.known_identities(["/d/a.png"]) == {("/d/a.png", 10, 5, None, None)}
+        # The same bytes still in place, now seen with their inode and ctime: the known item, updated.
+        assert db.add_item("/d/a.png", 10, 5, "ab" * 32, "bearing", "st1", ctime_ns=9, inode=3) == (7, False)
+        assert db.known_identities(["/d/a.png"]) == {("/d/a.png", 10, 5, 9, 3)}
+        unread, created = db.add_item("/d/fifo.png", 0, 5, None, "bearing", "st1", ctime_ns=1, inode=4)
+        assert created and db.get_item(unread).sha256 is None
+        review(db, 7, DECISION_CONFIRM_DEFECT)
+    with create_engine(url).begin() as connection:  # foreign keys still cascade after the rebuild
+        if connection.dialect.name == "sqlite":
+            connection.execute(text("PRAGMA foreign_keys = ON"))  # before the first write: outside pysqlite's BEGIN
+        connection.execute(text("DELETE FROM reviews"))
+        connection.execute(text("DELETE FROM items WHERE id = 7"))
+        assert connection.execute(text("SELECT count(*) FROM results")).scalar() == 0
+
+
+def test_the_same_bytes_landing_again_after_they_were_moved_away_are_a_new_item(db: Database):
+    first, _ = db.add_item("/d/a.png", 10, 5, "cd" * 32, "bearing", "st1", ctime_ns=1, inode=1)
+    assert db.add_item("/d/a.png", 10, 5, "cd" * 32, "bearing", "st1", ctime_ns=2, inode=1) == (first, False)
+    db.claim_pending("bearing", 1)
+    db.record_result(first, raw_score=1.0, normalized_score=0.5, verdict=VERDICT_OK, model_version="v0001",
+                     threshold=2.0, timings=None, heatmap_path=None, anomaly_map_path=None, image_path="/arch/a.png")
+    again, created = db.add_item("/d/a.png", 10, 5, "cd" * 32, "bearing", "st1", ctime_ns=3, inode=2)
+    assert created and again != first
 
 
 def test_upgrade_plan_rejects_gaps_and_duplicates():

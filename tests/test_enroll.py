@@ -21,7 +21,7 @@ import torch
 
 import inspectd
 from inspectd import enroll as enroll_module
-from inspectd import model as model_module
+from inspectd import extractor_cache
 from inspectd.calibration import calibrate
 from inspectd.enroll import enroll
 from inspectd.errors import ImageError, InspectdError, ModelError
@@ -59,7 +59,8 @@ def session_scores(session_model: ProductModel, eval_set):
 def test_model_files_and_metadata(enrolled) -> None:
     report = enrolled.report
     assert report.version == "v0001" and report.path == enrolled.config.store_dir / "tiles" / "v0001"
-    assert sorted(p.name for p in report.path.iterdir()) == ["bank.npy", "calibration.npy", "model.json"]
+    assert sorted(p.name for p in report.path.iterdir()) == ["SHA256SUMS", "bank.npy", "calibration.npy",
+                                                             "model.json"]
     meta = json.loads((report.path / "model.json").read_text())
     assert meta["settings"]["backbone"] == "resnet18"
     assert meta["settings"]["layers"] == ["layer1", "layer2"]
@@ -119,13 +120,13 @@ def test_local_weights_file_is_recorded(tmp_path: Path, make_config, dataset: Pa
     assert meta["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert meta["settings"]["weights"] == str(weights)
     assert not any("RANDOM" in w for w in report.warnings)
-    monkeypatch.setattr(model_module, "_extractors", {})  # a fresh process
+    monkeypatch.setattr(extractor_cache, "_extractors", {})  # a fresh process
     model = ProductModel.load(ModelStore(config.store_dir), "filed")
     assert model.score_images(prepared(model, [good / "000.png"]))[0].score >= 0
     # The file changes on the line PC: the model refuses to load rather than score wrongly.
     torch.save({k: v + 0.01 if v.is_floating_point() else v
                 for k, v in torch.load(weights, weights_only=True).items()}, weights)
-    monkeypatch.setattr(model_module, "_extractors", {})
+    monkeypatch.setattr(extractor_cache, "_extractors", {})
     with pytest.raises(ModelError, match="changed since enrollment"):
         ProductModel.load(ModelStore(config.store_dir), "filed")
 

@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from inspectd.config import ProductSettings
-from inspectd.model import Scorer
+from inspectd.scorer import Scorer
 from inspectd.scoring import anomaly_maps, gaussian_blur, gaussian_kernel, reweighted_scores
 from inspectd.search import BankIndex
 

@@ -44,7 +44,8 @@ def test_metadata_records_files(store: ModelStore) -> None:
     assert meta["format_version"] == FORMAT_VERSION and meta["product"] == "bolt" and meta["version"] == "v0001"
     assert meta["files"]["bank"]["shape"] == [50, 16] and meta["files"]["bank"]["dtype"] == "float32"
     assert len(meta["files"]["bank"]["sha256"]) == 64
-    assert sorted(p.name for p in stored.path.iterdir()) == ["bank.npy", "calibration.npy", "model.json"]
+    assert sorted(p.name for p in stored.path.iterdir()) == ["SHA256SUMS", "bank.npy", "calibration.npy",
+                                                             "model.json"]
 
 
 def test_version_numbers_sort_numerically(store: ModelStore) -> None:
@@ -132,6 +133,46 @@ def _rewrite_recorded_sha(stored, name: str) -> None:
     meta = json.loads(meta_path.read_text())
     meta["files"][name]["sha256"] = file_sha256(stored.path / meta["files"][name]["file"])
     meta_path.write_text(json.dumps(meta))
+    _reseal(stored)
+
+
+def _reseal(stored) -> None:
+    """Rewrite SHA256SUMS for the files as they are now (what only a deliberate repair does)."""
+    from inspectd.hashing import file_sha256
+
+    names = [line.split("  ", 1)[1] for line in (stored.path / "SHA256SUMS").read_text().splitlines()]
+    (stored.path / "SHA256SUMS").write_text("".join(f"{file_sha256(stored.path / n)}  {n}\n" for n in names))
+
+
+def test_an_edited_model_json_is_refused(store: ModelStore, written) -> None:
+    meta_path = written.path / "model.json"
+    meta_path.write_text(meta_path.read_text().replace('"a": 1', '"a": 99'))
+    with pytest.raises(ModelError, match="bolt v0001 is corrupt or was edited: model.json fails its checksum"):
+        store.open("bolt")
+
+
+def test_every_file_is_listed_in_sha256sums_in_sha256sum_format(store: ModelStore, written) -> None:
+    import subprocess
+
+    listed = sorted(line.split("  ", 1)[1] for line in (written.path / "SHA256SUMS").read_text().splitlines())
+    assert listed == ["bank.npy", "calibration.npy", "model.json"]
+    assert subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=written.path).returncode == 0
+
+
+def test_a_format_1_model_without_checksums_loads_with_a_warning(store: ModelStore, written,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    (written.path / "SHA256SUMS").unlink()
+    meta_path = written.path / "model.json"
+    meta_path.write_text(meta_path.read_text().replace('"format_version": 2', '"format_version": 1'))
+    with caplog.at_level("WARNING"):
+        assert store.open("bolt").array("bank").shape == (50, 16)
+    assert "not covered by a checksum" in caplog.text
+
+
+def test_a_format_2_model_without_checksums_is_refused(store: ModelStore, written) -> None:
+    (written.path / "SHA256SUMS").unlink()
+    with pytest.raises(ModelError, match="unsupported model format 2 \\(SHA256SUMS is missing\\)"):
+        store.open("bolt")
 
 
 def test_truncated_npy(store: ModelStore, written) -> None:
@@ -181,6 +222,7 @@ class _Payload:
 ])
 def test_bad_model_json(store: ModelStore, written, text: bytes, pattern: str) -> None:
     (written.path / "model.json").write_bytes(text)
+    _reseal(written)
     with pytest.raises(ModelError, match=pattern) as info:
         store.open("bolt")
     assert "bolt" in str(info.value) and "v0001" in str(info.value)

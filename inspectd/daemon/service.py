@@ -1,15 +1,20 @@
 """`inspectd run`: the long-running inspection service.
 
 One loop in the main thread: take filesystem events, let files settle, record them
-as items, score pending items in batches, and keep systemd informed. SIGTERM stops
-intake, finishes the batch in hand, commits and exits 0; SIGHUP reloads the
-configuration. A crash is safe: items are recorded before they are scored, and
-items left half-scored are requeued at the next start.
+as items, score pending items in batches, and keep systemd and `inspectd status`
+informed. Nothing a folder, a file, the database or a disk does stops the loop: a
+locked, full or unreachable database and a full results disk pause the work with
+back-off (shown in `inspectd status`) and it resumes by itself. SIGTERM stops
+intake, hands the work in hand back within `stop_timeout_seconds`, and says
+truthfully what it could not write; SIGHUP reloads the configuration. A crash is
+safe: items are recorded before they are scored, and items left half-scored are
+requeued at the next start.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -17,23 +22,30 @@ from types import FrameType
 
 from .. import sdnotify
 from ..config import Config, WatchFolder, load_config
-from ..db import Database, open_database
+from ..db import Database, DatabaseBusyError, DatabaseFullError, RetryPolicy, open_database
 from ..db.records import ItemRecord
 from ..device import resolve_device
 from ..errors import DatabaseError, InspectdError
-from .intake import SettleTracker, take_in
+from .intake import ContentCache, take_in
+from .landing import display_path, signature
+from .pauses import Pauses
+from .runtime import FolderLocks, runtime_dir, status_path, write_status
+from .settle import SettleTracker
 from .watcher import FolderWatcher, scan
 from .worker import DiskFullError, ScoringWorker
 
 log = logging.getLogger(__name__)
 MIN_WAIT = 0.01
 MAX_WAIT = 5.0
+FOLDER_CHECK_SECONDS = 1.0
 # Only this daemon adds items, so it knows when there is work; an idle daemon still
 # looks at the queue this often, in case items were returned by another process.
 IDLE_CLAIM_SECONDS = 30.0
 STATUS_SECONDS = 10.0
-DATABASE_PAUSE = 5.0
-DISK_FULL_PAUSE = (5.0, 60.0)  # first pause and the cap of the doubling back-off
+# Each database call of the running daemon gives up after this long while the
+# database is locked; the loop pauses and tries again, so SIGTERM is seen in time.
+DATABASE_RETRY = RetryPolicy(total_s=5.0)
+DATABASE, RESULTS_DISK = "database", "results disk"
 
 
 class Daemon:
@@ -43,12 +55,20 @@ class Daemon:
         self.stop_requested = False
         self.reload_requested = False
         self.db: Database | None = None
-        self.tracker = SettleTracker(config.daemon.settle_seconds)
+        self.tracker = self._tracker(config)
         self.watcher = FolderWatcher(config.watch, config.daemon.poll_seconds)
-        self.paused_until = 0.0
+        self.cache = ContentCache(config.daemon.intake_buffer_mb * 1024 * 1024)
+        self.pauses = Pauses()
         self.work_pending = True  # pending items from before a restart are claimed first
-        self.disk_pause = DISK_FULL_PAUSE[0]
         self.scored = 0
+        self.started_at = time.time()
+        self.next_reconcile = 0.0
+        self.stop_note = ""
+
+    @staticmethod
+    def _tracker(config: Config) -> SettleTracker:
+        return SettleTracker(config.daemon.settle_seconds, config.daemon.incomplete_seconds,
+                             config.images.max_bytes)
 
     # -- signals -------------------------------------------------------------------
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
@@ -63,126 +83,175 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, self._on_hup)
 
-    # -- main loop -------------------------------------------------------------------
+    # -- life cycle ------------------------------------------------------------------
     def run(self) -> int:
         if not self.config.watch:
             raise InspectdError("no [[watch]] folders in the configuration: nothing to do")
+        self.locks = FolderLocks(runtime_dir(self.config, create=True))
+        self.locks.acquire(self.config.watch)
+        self.status_file = status_path(self.config, create=True)
         self.install_signal_handlers()
-        self.db = open_database(self.config.database_url)
-        requeued, failed = self.db.requeue_interrupted(self.config.daemon.max_attempts)
-        if requeued or failed:
-            log.warning("resumed after an interruption: %d items requeued, %d failed after %d attempts",
-                        requeued, failed, self.config.daemon.max_attempts)
         device = resolve_device(self.config.device)
-        self.worker = ScoringWorker(self.config, self.db, device, self.folder_of)
+        self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.retake)
         self.worker.warm_up({folder.product for folder in self.config.watch})
         self.watcher.start()
-        self.reconcile()
         sdnotify.ready()
-        log.info("inspectd running on %s: %d folders, database %s", device, len(self.config.watch), self.db.url)
+        log.info("inspectd running on %s: %d folders, database %s", device, len(self.config.watch),
+                 self.config.database_url)
         try:
             self._loop()
         finally:
-            sdnotify.stopping()
-            self.watcher.stop()
-            self.db.close()
-        log.info("inspectd stopped cleanly")
+            self._stop()
         return 0
 
+    def _stop(self) -> None:
+        """Hand back the work in hand within the stop timeout, and say what happened."""
+        sdnotify.stopping()
+        self._report("stopping")
+        self.watcher.stop()
+        unrecorded = len(self.worker.unrecorded)
+        if self.db is not None:
+            self.db.set_retry_policy(RetryPolicy(total_s=max(1.0, self.config.daemon.stop_timeout_seconds - 5.0)))
+            try:
+                self.worker.flush()
+            except DatabaseError as exc:
+                self.stop_note = (f"{len(self.worker.unrecorded)} of {unrecorded} finished items could not be "
+                                  f"recorded ({exc}); they stay 'scoring' and are scored again at the next start")
+            self.db.close()
+        elif unrecorded:
+            self.stop_note = f"{unrecorded} finished items could not be recorded: the database was never reachable"
+        self._report("stopped")
+        self.locks.release()
+        if self.stop_note:
+            log.warning("inspectd stopped, but not cleanly: %s", self.stop_note)
+        else:
+            log.info("inspectd stopped cleanly")
+
+    # -- main loop -------------------------------------------------------------------
     def _loop(self) -> None:
-        next_reconcile = time.monotonic() + self.config.daemon.reconcile_seconds
-        next_status = 0.0
+        next_status = next_folder_check = next_ping = last_claim = 0.0
         watchdog = sdnotify.watchdog_interval()
-        next_ping = 0.0
-        last_claim = 0.0
         while not self.stop_requested:
             now = time.monotonic()
-            ready_to_score = self.work_pending and not self.paused
-            wait = 0.0 if ready_to_score else self._wait_time(now, next_reconcile)
-            for path, folder in self.watcher.drain(wait):
-                self.tracker.touch(path, folder)
-            try:
-                for path, folder, size, mtime_ns in self.tracker.ready():
-                    if take_in(self.db, path, folder, size, mtime_ns) is not None:
-                        self.work_pending = True
-                if (self.work_pending and not self.paused) or time.monotonic() - last_claim > IDLE_CLAIM_SECONDS:
+            for path, folder, event in self.watcher.drain(self._wait_time(now, next_status)):
+                self.tracker.touch(path, folder, event)
+            if time.monotonic() >= next_folder_check:
+                next_folder_check = time.monotonic() + FOLDER_CHECK_SECONDS
+                if self.watcher.check_folders():
+                    self.next_reconcile = 0.0
+            if not self.pauses.blocked(DATABASE):
+                idle_claim = time.monotonic() - last_claim > IDLE_CLAIM_SECONDS
+                if self._database_work(idle_claim):
                     last_claim = time.monotonic()
-                    self._score_batch()
-            except DatabaseError as exc:
-                # The db layer already retried with back-off; files not taken in are
-                # found again by the next reconciliation.
-                log.error("database unavailable: %s; retrying in %.0f s", exc, DATABASE_PAUSE)
-                sdnotify.status(f"database unavailable: {exc}")
-                time.sleep(DATABASE_PAUSE)
             now = time.monotonic()
-            if now >= next_reconcile:
-                self.reconcile()
-                next_reconcile = now + self.config.daemon.reconcile_seconds
             if watchdog and now >= next_ping:
                 sdnotify.watchdog_ping()
                 next_ping = now + watchdog / 2
             if now >= next_status:
-                sdnotify.status(f"scored {self.scored} images; {len(self.tracker)} settling")
+                self._report("running")
                 next_status = now + STATUS_SECONDS
-            if not self.watcher.healthy():
-                self.watcher.restart()
-                self.reconcile()
             if self.reload_requested:
                 self.reload()
 
-    def _wait_time(self, now: float, next_reconcile: float) -> float:
-        """How long to block for events: until a settling file is due, the next
-        reconciliation, the end of a pause, or at most MAX_WAIT (so an idle daemon
-        stays idle); a new file's event ends the wait at once."""
-        due = self.tracker.next_due(now)
-        wait = min(MAX_WAIT, next_reconcile - now, self.paused_until - now if self.paused else MAX_WAIT)
-        if due is not None:
-            wait = min(wait, due)
-        return max(MIN_WAIT, wait)
+    def _wait_time(self, now: float, next_status: float) -> float:
+        """How long to block for events: nothing when work can go on, else until a
+        settling file is due, a pause ends, a scan or report is due, or at most
+        MAX_WAIT; a new file's event ends the wait at once."""
+        if not self.pauses and (self.db is None or self.work_pending or self.worker.unrecorded):
+            return 0.0
+        candidates = [MAX_WAIT, self.next_reconcile - now, next_status - now, FOLDER_CHECK_SECONDS]
+        settling, retry = self.tracker.next_due(now), self.pauses.next_retry()
+        if settling is not None:
+            candidates.append(settling)
+        if retry is not None:
+            candidates.append(retry - now)
+        return max(MIN_WAIT, min(candidates))
 
-    @property
-    def paused(self) -> bool:
-        return time.monotonic() < self.paused_until
-
-    def _score_batch(self) -> bool:
-        """Score one batch; True when there may be more pending work right away."""
-        if self.paused:
+    def _database_work(self, idle_claim: bool) -> bool:
+        """Connect if needed, take in settled files, reconcile when due, score a batch.
+        True when the queue was looked at. A database fault pauses all of it."""
+        try:
+            if self.db is None:
+                self._connect()
+            self._intake()
+            if time.monotonic() >= self.next_reconcile:
+                self.reconcile()
+            looked = False
+            wanted = self.work_pending or idle_claim or self.worker.unrecorded
+            if wanted and not self.pauses.blocked(RESULTS_DISK):
+                self._score_batch()
+                looked = True
+        except DatabaseError as exc:
+            self.pauses.hold(DATABASE, _describe(exc))
+            self._report("running")
             return False
-        self.work_pending = False
+        if self.pauses.clear(DATABASE):
+            self._report("running")
+        return looked
+
+    def _connect(self) -> None:
+        db = open_database(self.config.database_url, retry_policy=DATABASE_RETRY)
+        try:
+            requeued, failed = db.requeue_interrupted(self.config.daemon.max_attempts)
+        except DatabaseError:
+            db.close()
+            raise
+        if requeued or failed:
+            log.warning("resumed after an interruption: %d items requeued, %d failed after %d attempts",
+                        requeued, failed, self.config.daemon.max_attempts)
+        self.db = self.worker.db = db
+        self.next_reconcile = 0.0
+
+    def _intake(self) -> None:
+        outcomes = self.tracker.ready()
+        for index, outcome in enumerate(outcomes):
+            try:
+                if take_in(self.db, outcome, self.cache) is not None:
+                    self.work_pending = True
+            except DatabaseError:
+                for unrecorded in outcomes[index:]:  # looked at again once the database is back
+                    self.tracker.touch(unrecorded.path, unrecorded.folder)
+                raise
+
+    def _score_batch(self) -> None:
         limit = self.config.daemon.batch_size
         try:
             claimed = self.worker.run_once(limit)
         except DiskFullError as exc:
-            log.error("%s: pausing scoring for %.0f s", exc, self.disk_pause)
-            sdnotify.status(f"PAUSED: {exc}")
-            self.paused_until = time.monotonic() + self.disk_pause
-            self.disk_pause = min(DISK_FULL_PAUSE[1], self.disk_pause * 2)
+            self.pauses.hold(RESULTS_DISK, str(exc))
             self.work_pending = True  # the items went back to the queue
-            return False
-        if claimed:
-            self.disk_pause = DISK_FULL_PAUSE[0]
+            self._report("running")
+            return
+        if self.pauses.clear(RESULTS_DISK):
+            self._report("running")
         self.scored += claimed
         self.work_pending = claimed >= limit
-        return self.work_pending
 
     def reconcile(self) -> None:
-        """Scan every folder for files not yet recorded (arrived while down, or events lost)."""
+        """Scan every folder for files not yet recorded (arrived while down, events
+        lost). A file is known by path, size, mtime, ctime and inode, so new content
+        under an old name with an old size and mtime is not mistaken for the old."""
+        self.next_reconcile = time.monotonic() + self.config.daemon.reconcile_seconds
         found = list(scan(self.config.watch))
         if not found:
             return
-        known = self.db.known_identities([str(p) for p, _ in found])
+        known = self.db.known_identities([display_path(p) for p, _ in found])
         added = 0
         for path, folder in found:
-            try:
-                stat = path.stat()
-            except OSError:
+            current = signature(path)
+            if current is None or path in self.tracker:
                 continue
-            if (str(path), stat.st_size, stat.st_mtime_ns) in known or path in self.tracker:
+            identity = (display_path(path), current.size, current.mtime_ns, current.ctime_ns, current.inode)
+            if identity in known:
                 continue
             self.tracker.touch(path, folder)
             added += 1
         if added:
             log.info("reconciliation found %d new files", added)
+
+    def retake(self, path: Path, folder: WatchFolder) -> None:
+        """Content under a known name changed: let it settle and be taken in again."""
+        self.tracker.touch(path, folder)
 
     def folder_of(self, item: ItemRecord) -> WatchFolder | None:
         path = Path(item.path)
@@ -191,23 +260,56 @@ class Daemon:
                 return folder
         return None
 
+    # -- reporting -------------------------------------------------------------------
+    def _report(self, state: str) -> None:
+        """The status report for `inspectd status`, and systemd's STATUS line."""
+        problems = {product: {"version": p.version, "problem": p.message, "using": p.using}
+                    for product, p in self.worker.models.problems.items()}
+        waiting = dict(self.tracker.waiting())
+        report = {
+            "pid": os.getpid(), "state": state, "started_at": self.started_at, "updated_at": time.time(),
+            "config": str(self.config.source) if self.config.source else None,
+            "database": self.config.database_url if self.db is None else self.db.url,
+            "pauses": self.pauses.report(), "model_problems": problems, "waiting_files": waiting,
+            "unrecorded": len(self.worker.unrecorded), "scored": self.scored,
+            "missing_folders": [str(f.path) for f in self.watcher.missing()], "stop_note": self.stop_note,
+        }
+        try:
+            write_status(self.status_file, report)
+        except OSError as exc:
+            log.warning("cannot write the status report %s: %s", self.status_file, exc.strerror or exc)
+        line = "; ".join([f"PAUSED ({p['reason']}): {p['message']}" for p in report["pauses"]]
+                         + [f"scored {self.scored} images", f"{len(self.tracker)} settling"])
+        sdnotify.status(line)
+
     def reload(self) -> None:
         self.reload_requested = False
         sdnotify.notify("RELOADING=1")
         try:
             config = load_config(self.config_path)
+            self.locks.acquire(config.watch)
         except InspectdError as exc:
             log.error("configuration reload failed, keeping the running one: %s", exc)
+            self.locks.acquire(self.config.watch)
             sdnotify.ready()
             return
         if config.database_url != self.config.database_url:
             log.warning("database_url changed: it takes effect at the next restart")
         self.config = config
         self.tracker.settle_seconds = config.daemon.settle_seconds
+        self.tracker.incomplete_seconds = config.daemon.incomplete_seconds
         self.worker.reconfigure(config)
         self.watcher.stop()
         self.watcher = FolderWatcher(config.watch, config.daemon.poll_seconds)
         self.watcher.start()
-        self.reconcile()
+        self.next_reconcile = 0.0
         log.info("configuration reloaded from %s", config.source)
         sdnotify.ready()
+
+
+def _describe(exc: DatabaseError) -> str:
+    if isinstance(exc, DatabaseFullError):
+        return f"database disk full: {exc}"
+    if isinstance(exc, DatabaseBusyError):
+        return f"database locked: {exc}"
+    return f"database unavailable: {exc}"

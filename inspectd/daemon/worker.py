@@ -1,9 +1,16 @@
-"""The scoring worker: pending items -> one result each (score or error).
+"""The scoring worker: claimed items -> exactly one recorded outcome each.
 
-Each product's model stays loaded on the device; when another version is activated
-(inspectd.active) it is picked up at the next batch. Every fault ends in a clear state: an unreadable image or a
-missing model is an error result; a GPU out of memory retries with smaller batches,
-then on the CPU; a full disk returns the items to the queue and pauses intake.
+Each item is scored from the very bytes it was taken in with (kept in memory since
+intake, or read again and checked against the recorded hash); a file whose content
+changed in between is not scored under the old hash: its item gets an error row and
+the new content is taken in as a new item.
+
+Every claimed item ends in one database action (its result, its error, or its return
+to the queue). Those actions are kept until the database takes them: a locked or
+full database pauses the daemon, and the actions are written when it is back, so
+no item is stranded in 'scoring' while the daemon runs. A source file is moved or
+deleted only after its row is written, and only if it is still the file that was
+read.
 """
 
 from __future__ import annotations
@@ -21,16 +28,19 @@ import torch
 
 from ..active import active_version
 from ..config import Config, WatchFolder
-from ..db import Database
+from ..db import Database, DuplicateResultError
 from ..db.records import ItemRecord
-from ..errors import ImageError, InspectdError
+from ..errors import DatabaseError, ImageError, InspectdError
+from ..hashing import bytes_sha256
 from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult
 from ..store import ModelStore
+from .intake import Content, ContentCache
+from .landing import Changed, Unreadable, Vanished, read_whole, signature
+from .models import ModelKeeper
 from .outputs import destination, output_paths, relocate
 
 log = logging.getLogger(__name__)
-MODEL_CHECK_SECONDS = 1.0
 
 
 class DiskFullError(InspectdError):
@@ -38,116 +48,198 @@ class DiskFullError(InspectdError):
 
 
 @dataclass
-class _Loaded:
-    model: ProductModel
-    checked_at: float
+class _Action:
+    """The one database write that finishes a claimed item, and what follows it."""
+
+    item: ItemRecord
+    write: Callable[[Database], None]
+    source: Path | None = None  # the file to move or delete once the row is written ...
+    target: Path | None = None
+    content: Content | None = None  # ... if it is still the file that was read
 
 
 class ScoringWorker:
-    def __init__(self, config: Config, db: Database, device: torch.device,
-                 folder_of: Callable[[ItemRecord], WatchFolder | None]):
+    def __init__(self, config: Config, db: Database | None, device: torch.device,
+                 folder_of: Callable[[ItemRecord], WatchFolder | None], cache: ContentCache,
+                 retake: Callable[[Path, WatchFolder], None]):
         self.config, self.db, self.device = config, db, device
         self.folder_of = folder_of
-        self.store = ModelStore(config.store_dir)
-        self._models: dict[str, _Loaded] = {}
+        self.cache = cache
+        self.retake = retake  # a path whose content changed: let intake look at it again
         self._cpu_only: set[str] = set()
+        self._unregistered: dict[tuple[str, str], ProductModel] = {}
+        self.unrecorded: list[_Action] = []
+        self.models = self._keeper(config)
+
+    def _keeper(self, config: Config) -> ModelKeeper:
+        store = ModelStore(config.store_dir)
+        # The version to score with is the product's active one (recorded in the database).
+        return ModelKeeper(store, self._device_for, self._prepare,
+                           lambda product: active_version(self.db, store, product).version)
+
+    def _device_for(self, product: str) -> torch.device:
+        return torch.device("cpu") if product in self._cpu_only else self.device
+
+    def _prepare(self, model: ProductModel) -> None:
+        model.set_limits(self.config.images.max_bytes, self.config.images.max_pixels)
+        self._unregistered[(model.product, model.version)] = model
 
     def warm_up(self, products: set[str]) -> None:
         """Load the watched products' models before the first image arrives, and run
         one image through each so the first real one is not slowed by lazy set-up."""
         for product in sorted(products):
             try:
-                model = self.model_for(product)
+                model = self.models.get(product)
                 model.score_images([np.zeros((*model.input_hw, 3), np.float32)])
             except InspectdError as exc:
                 log.warning("product %s cannot be scored yet: %s", product, exc)
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
-        self.store = ModelStore(config.store_dir)
+        self.models = self._keeper(config)
+
+    # -- the database side ---------------------------------------------------------
+    def flush(self) -> None:
+        """Write the finishing actions not written yet, in order. DatabaseError
+        propagates with the rest kept for the next try."""
+        assert self.db is not None
+        self._register_models()
+        while self.unrecorded:
+            action = self.unrecorded[0]
+            try:
+                action.write(self.db)
+            except DuplicateResultError:  # written before, though the reply was lost
+                log.warning("item %d already had its result recorded", action.item.id)
+            self.unrecorded.pop(0)
+            self._relocate(action)
+
+    def _register_models(self) -> None:
+        for key, model in list(self._unregistered.items()):
+            meta = model.stored.metadata
+            self.db.register_model_version(
+                model.product, model.version, path=str(model.stored.path), threshold=model.threshold,
+                bank_size=int(model.index.bank.shape[0]), backbone=model.settings.backbone,
+                metadata={"weights": meta.get("weights"), "calibration": meta.get("calibration"),
+                          "created_at": meta.get("created_at")})
+            del self._unregistered[key]
 
     def run_once(self, limit: int) -> int:
-        """Claim up to `limit` pending items, score them, record every outcome.
-        Returns the number of items claimed. Raises DiskFullError after returning
-        the unfinished items to the queue."""
+        """Claim up to `limit` pending items, score them and record every outcome.
+        Returns the number claimed. Raises DatabaseError (the outcomes are kept) or
+        DiskFullError (the unfinished items are handed back to the queue)."""
+        self.flush()
         items = self.db.claim_pending(None, limit)
         by_product: dict[str, list[ItemRecord]] = defaultdict(list)
         for item in items:
             by_product[item.product].append(item)
+        disk_full: DiskFullError | None = None
         for product, group in by_product.items():
-            finished: set[int] = set()
+            if disk_full is not None:
+                self._hand_back(group)
+                continue
             try:
-                self._score_group(product, group, finished)
-            except DiskFullError:
-                raise
+                self._score_group(product, group)
+            except DiskFullError as exc:
+                disk_full = exc
             except Exception as exc:  # a bug or a transient fault must not kill the service
                 log.exception("scoring %d %s items failed", len(group), product)
-                self._requeue_or_fail([i for i in group if i.id not in finished], exc)
+                self._requeue_or_fail([i for i in group if not self._finished(i)], exc)
+        self.flush()
+        if disk_full is not None:
+            raise disk_full
         return len(items)
+
+    def _finished(self, item: ItemRecord) -> bool:
+        return any(action.item.id == item.id for action in self.unrecorded)
+
+    def _hand_back(self, items: list[ItemRecord], *, refund: bool = True) -> None:
+        for item in items:
+            self._finish(item, lambda db, i=item: db.return_to_pending([i.id], refund_attempt=refund))
 
     def _requeue_or_fail(self, items: list[ItemRecord], exc: Exception) -> None:
         """Retry later, until an item has used its attempts; then it gets an error result."""
-        retry = [i.id for i in items if i.attempts < self.config.daemon.max_attempts]
-        self.db.return_to_pending(retry, refund_attempt=False)
         for item in items:
-            if item.id not in retry:
+            if item.attempts < self.config.daemon.max_attempts:
+                self._hand_back([item], refund=False)
+            else:
                 self._fail(item, f"scoring failed {item.attempts} times: {type(exc).__name__}: {exc}")
 
-    def model_for(self, product: str) -> ProductModel:
-        """The product's active model, reloading when another version was activated."""
-        now = time.monotonic()
-        loaded = self._models.get(product)
-        if loaded is not None and now - loaded.checked_at < MODEL_CHECK_SECONDS:
-            return loaded.model
-        latest = active_version(self.db, self.store, product).version
-        if loaded is not None and loaded.model.version == latest:
-            loaded.checked_at = now
-            return loaded.model
-        device = torch.device("cpu") if product in self._cpu_only else self.device
-        model = ProductModel.load(self.store, product, latest, device=device)
-        model.set_limits(self.config.images.max_bytes, self.config.images.max_pixels)
-        self._register(model)
-        log.info("loaded model %s %s (threshold %.4f, bank %d) on %s", product, model.version, model.threshold,
-                 model.index.bank.shape[0], device)
-        self._models[product] = _Loaded(model, now)
-        return model
+    def _finish(self, item: ItemRecord, write: Callable[[Database], None], **after: object) -> None:
+        self.unrecorded.append(_Action(item, write, **after))
 
-    def _register(self, model: ProductModel) -> None:
-        meta = model.stored.metadata
-        self.db.register_model_version(
-            model.product, model.version, path=str(model.stored.path), threshold=model.threshold,
-            bank_size=int(model.index.bank.shape[0]), backbone=model.settings.backbone,
-            metadata={"weights": meta.get("weights"), "calibration": meta.get("calibration"),
-                      "created_at": meta.get("created_at")})
-
-    def _score_group(self, product: str, items: list[ItemRecord], finished: set[int]) -> None:
-        try:
-            model = self.model_for(product)
-        except InspectdError as exc:  # no model, corrupt model, changed weights file
-            for item in items:
-                self._fail(item, f"cannot score: {exc}")
-                finished.add(item.id)
+    def _relocate(self, action: _Action) -> None:
+        """Move or delete the source after its row is written, unless it changed since
+        it was read (a camera writing again under the same name): that is new content,
+        left in place and taken in again."""
+        if action.source is None or action.content is None or action.target == action.source:
             return
-        readable: list[tuple[ItemRecord, np.ndarray, np.ndarray, float]] = []
+        if signature(action.source) != action.content.signature:
+            log.warning("%s changed after it was read; left in place and taken in again", action.source)
+            folder = self.folder_of(action.item)
+            if folder is not None:
+                self.retake(action.source, folder)
+            return
+        relocate(action.source, action.target)
+
+    # -- scoring -------------------------------------------------------------------
+    def _score_group(self, product: str, items: list[ItemRecord]) -> None:
+        try:
+            model = self.models.get(product)
+        except InspectdError as exc:  # no model, and no version that loads
+            for item in items:
+                content = self._content(item)
+                if content is not None:
+                    self._fail(item, f"cannot score: {exc}", content=content)
+            return
+        readable: list[tuple[ItemRecord, Content, np.ndarray, np.ndarray, float]] = []
         for item in items:
             started = time.perf_counter()
-            try:
-                original, prepared = model.read(item.path)
-            except ImageError as exc:
-                self._fail(item, str(exc), model)
-                finished.add(item.id)
+            content = self._content(item)
+            if content is None:
                 continue
-            readable.append((item, original, prepared, (time.perf_counter() - started) * 1000.0))
+            try:
+                original, prepared = model.decode(content.data, item.path)
+            except ImageError as exc:
+                self._fail(item, str(exc), model, content)
+                continue
+            readable.append((item, content, original, prepared, (time.perf_counter() - started) * 1000.0))
         if not readable:
             return
-        results = self._score_with_fallback(model, [r[2] for r in readable], [r[0].path for r in readable])
-        for index, ((item, original, _, decode_ms), result) in enumerate(zip(readable, results)):
+        results = self._score_with_fallback(model, [r[3] for r in readable], [r[0].path for r in readable])
+        for index, ((item, content, original, _, decode_ms), result) in enumerate(zip(readable, results)):
             try:
-                self._write(item, model, original, result, decode_ms)
+                self._write(item, content, model, original, result, decode_ms)
             except DiskFullError:
-                self.db.return_to_pending([r[0].id for r in readable[index:]])
+                self._hand_back([r[0] for r in readable[index:]])
                 raise
-            finished.add(item.id)
+
+    def _content(self, item: ItemRecord) -> Content | None:
+        """The bytes the item was taken in with; None after recording why they are gone."""
+        cached = self.cache.pop(item.id)
+        if cached is not None:
+            return cached
+        path = Path(item.path)
+        current = signature(path)
+        try:
+            if current is None:
+                raise Vanished()
+            snapshot = read_whole(path, current)
+        except Vanished:
+            self._fail(item, f"{item.path}: the file vanished before it could be scored", located=False)
+            return None
+        except (Changed, Unreadable) as exc:
+            self._fail(item, f"{item.path}: could not be read again for scoring: {exc}", located=False)
+            return None
+        digest = bytes_sha256(snapshot.data)
+        if digest != item.sha256:
+            self._fail(item, f"{item.path}: the file was replaced before it could be scored (it now holds "
+                             f"other bytes, sha256 {digest[:12]}...); the new content is taken in as a new item",
+                       located=False)
+            folder = self.folder_of(item)
+            if folder is not None:
+                self.retake(path, folder)
+            return None
+        return Content(snapshot.data, snapshot.signature)
 
     def _score_with_fallback(self, model: ProductModel, images: list[np.ndarray], names: list[str]
                              ) -> list[ScoreResult]:
@@ -163,11 +255,11 @@ class ScoringWorker:
                         + self._score_with_fallback(model, images[half:], names[half:]))
             log.error("GPU out of memory on a single image; %s moves to the CPU", model.product)
             self._cpu_only.add(model.product)
-            self._models.pop(model.product, None)
-            return self.model_for(model.product).score_images(images, names)
+            self.models.drop(model.product)
+            return self.models.get(model.product).score_images(images, names)
 
-    def _write(self, item: ItemRecord, model: ProductModel, original: np.ndarray, result: ScoreResult,
-               decode_ms: float) -> None:
+    def _write(self, item: ItemRecord, content: Content, model: ProductModel, original: np.ndarray,
+               result: ScoreResult, decode_ms: float) -> None:
         started = time.perf_counter()
         heatmap, anomaly_map = output_paths(self.config.results_dir, item)
         try:
@@ -176,24 +268,38 @@ class ScoringWorker:
                 write_map(anomaly_map, result.anomaly_map)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(f"disk full writing {heatmap}") from exc
+                raise DiskFullError(f"results disk full writing {heatmap}") from exc
             raise
         timings = {"decode": round(decode_ms, 2), **{k: round(v, 2) for k, v in result.timings_ms.items()},
                    "write": round((time.perf_counter() - started) * 1000.0, 2)}
         source = Path(item.path)
         final_path = destination(self.folder_of(item), source)
-        self.db.record_result(
-            item.id, raw_score=result.score, normalized_score=result.normalized_score, verdict=result.verdict,
-            model_version=model.version, threshold=model.threshold, timings=timings, heatmap_path=str(heatmap),
-            anomaly_map_path=str(anomaly_map) if self.config.daemon.save_anomaly_maps else None,
-            image_path=str(final_path) if final_path else None)
-        relocate(source, final_path)
-        log.info("%s %s score %.4f (%.2f x threshold) %s", item.product, item.path, result.score,
-                 result.normalized_score, result.verdict)
+        maps = str(anomaly_map) if self.config.daemon.save_anomaly_maps else None
 
-    def _fail(self, item: ItemRecord, message: str, model: ProductModel | None = None) -> None:
+        def record(db: Database) -> None:
+            db.record_result(
+                item.id, raw_score=result.score, normalized_score=result.normalized_score, verdict=result.verdict,
+                model_version=model.version, threshold=model.threshold, timings=timings,
+                heatmap_path=str(heatmap), anomaly_map_path=maps, image_path=str(final_path) if final_path else None)
+            log.info("%s %s score %.4f (%.2f x threshold) %s", item.product, item.path, result.score,
+                     result.normalized_score, result.verdict)
+
+        self._finish(item, record, source=source, target=final_path, content=content)
+
+    def _fail(self, item: ItemRecord, message: str, model: ProductModel | None = None,
+              content: Content | None = None, *, located: bool = True) -> None:
+        """An error row. With `located`, it says where the file is now (kept, or
+        archived: failed images are never deleted); a file that vanished or was
+        replaced is not this item's any more, so it is neither named nor moved."""
         log.error("item %d: %s", item.id, message if item.path in message else f"{item.path}: {message}")
-        self.db.record_error(item.id, message, model_version=model.version if model else None,
-                             threshold=model.threshold if model else None)
         source = Path(item.path)
-        relocate(source, destination(self.folder_of(item), source, failed=True))
+        target = destination(self.folder_of(item), source, failed=True) if located else None
+        if content is None and located:
+            target = source  # never read: not ours to move
+        version, threshold = (model.version, model.threshold) if model else (None, None)
+
+        def record(db: Database) -> None:
+            db.record_error(item.id, message, model_version=version, threshold=threshold,
+                            image_path=str(target) if target is not None else None)
+
+        self._finish(item, record, source=source, target=target, content=content)

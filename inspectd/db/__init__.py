@@ -11,6 +11,8 @@ Typical use::
 from inspectd.db.engine import DEFAULT_BUSY_TIMEOUT_MS, create_db_engine
 from inspectd.db.exceptions import (
     DatabaseBusyError,
+    DatabaseFullError,
+    DatabaseUnavailableError,
     DuplicateResultError,
     InvalidReviewError,
     InvalidValueError,
@@ -75,6 +77,8 @@ __all__ = [
     "Database",
     "DatabaseBusyError",
     "DatabaseError",
+    "DatabaseFullError",
+    "DatabaseUnavailableError",
     "DuplicateResultError",
     "FileIdentity",
     "GoodSetDecision",

@@ -9,6 +9,14 @@ class DatabaseBusyError(DatabaseError):
     """The database stayed locked/busy for longer than the retry budget."""
 
 
+class DatabaseFullError(DatabaseError):
+    """The disk (or quota) holding the database is full: nothing can be written."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached or written: server down, I/O error, read-only."""
+
+
 class SchemaVersionError(DatabaseError):
     """The database schema is newer than this code, missing, or cannot be upgraded."""
 

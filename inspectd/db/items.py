@@ -33,7 +33,8 @@ from inspectd.db.session import SessionScope, chunked
 
 log = logging.getLogger(__name__)
 
-FileIdentity = tuple[str, int, int]  # (path, size, mtime_ns): what a scan knows before hashing
+# (path, size, mtime_ns, ctime_ns, inode): what a scan knows of a file before reading it.
+FileIdentity = tuple[str, int, int, int | None, int | None]
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -46,48 +47,63 @@ class ItemOperations(SessionScope):
         path: str | os.PathLike[str],
         size: int,
         mtime_ns: int,
-        sha256: str,
+        sha256: str | None,
         product: str,
         station: str,
         *,
+        ctime_ns: int | None = None,
+        inode: int | None = None,
         discovered_at: datetime | None = None,
+        error: str | None = None,
     ) -> tuple[int, bool]:
-        """Record a discovered file as a pending item; return (item id, created?).
+        """Record a file that landed as a pending item; return (item id, created?).
 
-        The same file (path, size, mtime_ns, sha256) is recorded once, also when two
-        watchers race; a file rewritten under the same name becomes a new item.
+        *sha256* is the hash of the bytes taken in, or None when nothing could be read.
+        A file already recorded is not recorded twice: the same identity, or the same
+        content (path, size, mtime, hash) still in place whose inode or ctime changed
+        (a chmod, a copy of identical bytes), is the known item, and its stored
+        identity is brought up to date so later scans recognise it without reading it.
+        The same bytes landing again after the earlier copy was moved away or deleted
+        are a new item. With *error*, a new item is recorded finished, with that error
+        as its result, in the same transaction (a file that cannot be read at all).
         """
         path = os.fspath(path)
-        if not _SHA256.fullmatch(sha256):
+        if sha256 is not None and not _SHA256.fullmatch(sha256):
             raise InvalidValueError(f"sha256 of {path} must be 64 hex digits, got {sha256!r}")
+        digest = sha256.lower() if sha256 is not None else None
 
         def get_or_insert(session: Session) -> tuple[int, bool]:
-            existing = _find_item_id(session, path, size, mtime_ns, sha256)
+            existing = _same_content_in_place(session, path, size, mtime_ns, digest)
             if existing is not None:
-                return existing, False
+                existing.ctime_ns, existing.inode = ctime_ns, inode
+                return existing.id, False
             ensure_product(session, product)
             now = utcnow()
             item = Item(
-                path=path, file_name=PurePath(path).name, size=size, mtime_ns=mtime_ns,
-                sha256=sha256.lower(), product=product, station=station,
+                path=path, file_name=PurePath(path).name, size=size, mtime_ns=mtime_ns, ctime_ns=ctime_ns,
+                inode=inode, sha256=digest, product=product, station=station,
                 discovered_at=discovered_at or now, state=STATE_PENDING, attempts=0, updated_at=now,
             )
             session.add(item)
             session.flush()
+            if error is not None:
+                finish_item(session, item.id, STATE_ERROR,
+                            Result(verdict=VERDICT_ERROR, error=error, image_path=path, scored_at=now))
             return item.id, True
 
         return self._write_once_more_on_conflict("add_item", get_or_insert)
 
     def known_identities(self, paths: Iterable[str | os.PathLike[str]]) -> set[FileIdentity]:
-        """The (path, size, mtime_ns) already recorded for *paths*, so a start-up scan
-        can skip those files without hashing them."""
+        """The identities already recorded for *paths*, so a start-up scan can skip
+        those files without reading them."""
         wanted = sorted({os.fspath(path) for path in paths})
 
         def lookup(session: Session) -> set[FileIdentity]:
             found: set[FileIdentity] = set()
             for chunk in chunked(wanted):
-                rows = session.execute(select(Item.path, Item.size, Item.mtime_ns).where(Item.path.in_(chunk)))
-                found.update((path, size, mtime_ns) for path, size, mtime_ns in rows)
+                rows = session.execute(select(Item.path, Item.size, Item.mtime_ns, Item.ctime_ns, Item.inode)
+                                       .where(Item.path.in_(chunk)))
+                found.update(tuple(row) for row in rows)
             return found
 
         return self._read("known_identities", lookup) if wanted else set()
@@ -160,13 +176,19 @@ class ItemOperations(SessionScope):
                            lambda session: _reset_to_pending(session, ids, refund_attempt=refund_attempt))
 
 
-def _find_item_id(session: Session, path: str, size: int, mtime_ns: int, sha256: str) -> int | None:
-    """Id of the item with this file identity, or None."""
-    return session.scalar(
-        select(Item.id).where(
-            Item.path == path, Item.size == size, Item.mtime_ns == mtime_ns, Item.sha256 == sha256.lower()
-        )
-    )
+def _same_content_in_place(session: Session, path: str, size: int, mtime_ns: int,
+                           sha256: str | None) -> Item | None:
+    """The newest item with this path, size, mtime and hash whose file is still at the
+    path (not scored yet, or kept there after scoring), or None."""
+    item = session.scalars(
+        select(Item).where(Item.path == path, Item.size == size, Item.mtime_ns == mtime_ns,
+                           Item.sha256.is_(None) if sha256 is None else Item.sha256 == sha256)
+        .order_by(Item.id.desc()).limit(1)
+    ).first()
+    if item is None:
+        return None
+    result = session.execute(select(Result.id, Result.image_path).where(Result.item_id == item.id)).first()
+    return item if result is None or result.image_path == path else None
 
 
 def _mark_scoring(session: Session, item_id: int, now: datetime) -> bool:

@@ -10,18 +10,20 @@ step leaves the database at the previous version.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, inspect, select, text
 
+from inspectd.db import upgrade_v2, upgrade_v3
 from inspectd.db.engine import immediate_engine
 from inspectd.db.exceptions import SchemaVersionError
-from inspectd.db.schema import Base, GoodSetImage, ModelActivation, Review, SchemaInfo, utcnow
+from inspectd.db.schema import Base, SchemaInfo, utcnow
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -37,21 +39,9 @@ class Migration:
         return self.from_version + 1
 
 
-def _add_model_life_cycle(connection: Connection) -> None:
-    """1 -> 2: active model versions and their history, the good set fed from the review
-    app, and a client id on reviews (a retried decision is stored once)."""
-    ModelActivation.__table__.create(connection, checkfirst=True)
-    GoodSetImage.__table__.create(connection, checkfirst=True)
-    # checkfirst: a reviews table created from the current models already has the column.
-    if "client_id" not in {column["name"] for column in inspect(connection).get_columns("reviews")}:
-        connection.execute(text("ALTER TABLE reviews ADD COLUMN client_id VARCHAR(36)"))
-    [client_index] = [index for index in Review.__table__.indexes if index.name == "ix_reviews_client_id"]
-    client_index.create(connection, checkfirst=True)
-
-
-# Ordered upgrade steps.
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "model life cycle: active versions, good set, review client ids", _add_model_life_cycle),
+    Migration(1, "file identity by inode and ctime; items without content", upgrade_v2.upgrade),
+    Migration(2, "model life cycle: active versions, good set, review client ids", upgrade_v3.upgrade),
 )
 
 _PG_LOCK_KEY = 0x696E_7370  # "insp": serializes concurrent schema setup on PostgreSQL
@@ -107,20 +97,44 @@ def ensure_schema(
         return version
     # Creating or upgrading: take the write lock (BEGIN IMMEDIATE on SQLite) and
     # re-read the version each step, since another process may be doing the same.
-    writer = immediate_engine(engine)
-    while True:
-        with writer.begin() as connection:
-            _lock_schema(connection)
-            version = read_schema_version(connection)
-            if version is None:
-                _create_schema(connection, create, where)
-                continue
-            if _settled(version, target, where):
-                return version
-            step = plan_upgrade(version, target, migrations)[0]
-            log.info("upgrading %s schema %d -> %d: %s", where, version, step.to_version, step.description)
-            step.upgrade(connection)
-            _write_version(connection, step.to_version)
+    with immediate_engine(engine).connect() as connection, _foreign_keys_off(connection):
+        while True:
+            with connection.begin():
+                _lock_schema(connection)
+                version = read_schema_version(connection)
+                if version is None:
+                    _create_schema(connection, create, where)
+                    continue
+                if _settled(version, target, where):
+                    return version
+                step = plan_upgrade(version, target, migrations)[0]
+                log.info("upgrading %s schema %d -> %d: %s", where, version, step.to_version, step.description)
+                step.upgrade(connection)
+                _check_foreign_keys(connection, step)
+                _write_version(connection, step.to_version)
+
+
+@contextmanager
+def _foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off while upgrading, as its manual asks for table rebuilds
+    (dropping a referenced table would otherwise cascade). The pragma only takes
+    effect outside a transaction, so it goes to the driver connection directly."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    driver.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys = ON")
+
+
+def _check_foreign_keys(connection: Connection, step: Migration) -> None:
+    """Refuse (roll back) a step that left rows pointing nowhere."""
+    if connection.dialect.name == "sqlite" and connection.execute(text("PRAGMA foreign_key_check")).first():
+        raise SchemaVersionError(f"schema upgrade to version {step.to_version} ({step.description}) "
+                                 "left broken references; nothing was changed")
 
 
 def _settled(version: int, target: int, where: str) -> bool:

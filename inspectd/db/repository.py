@@ -19,7 +19,7 @@ from inspectd.db.model_life import ModelLifeCycleOperations
 from inspectd.db.model_versions import ModelVersionOperations
 from inspectd.db.reports import ReportOperations
 from inspectd.db.results import ResultOperations
-from inspectd.db.retry import RetryPolicy, retry_on_busy
+from inspectd.db.retry import RetryPolicy, retry_on_busy, translate
 from inspectd.db.reviews import ReviewOperations
 from inspectd.errors import DatabaseError
 
@@ -66,7 +66,7 @@ def _initialise(engine: Engine, create: bool, retry_policy: RetryPolicy, where: 
         )
     except DBAPIError as exc:
         engine.dispose()
-        raise DatabaseError(f"cannot open database {where}: {str(exc.orig or exc).splitlines()[0]}") from exc
+        raise translate(exc, "opening the database", where) from exc
     except BaseException:
         engine.dispose()
         raise

@@ -88,12 +88,14 @@ class ResultOperations(SessionScope):
         model_version: str | None = None,
         threshold: float | None = None,
         timings: dict[str, Any] | None = None,
+        image_path: str | None = None,
     ) -> None:
-        """Store an error result (unreadable image, model failure) and mark the item 'error'."""
+        """Store an error result (unreadable image, model failure) and mark the item
+        'error'. *image_path* is where the file is now (kept, or archived)."""
         require_member(verdict, VERDICTS, "verdict")
         result = Result(
             verdict=verdict, model_version=model_version, threshold=threshold, timings=timings,
-            error=message, scored_at=utcnow(),
+            image_path=_optional_str(image_path), error=message, scored_at=utcnow(),
         )
         self._store(item_id, STATE_ERROR, result)
 

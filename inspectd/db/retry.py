@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from inspectd.db.exceptions import DatabaseBusyError
+from inspectd.db.exceptions import DatabaseBusyError, DatabaseFullError, DatabaseUnavailableError
+from inspectd.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,21 @@ def retry_on_busy(
             delay *= policy.multiplier
 
 
-def _short(exc: OperationalError) -> str:
+_FULL_MARKERS = ("database or disk is full", "disk full", "no space left", "could not extend file",
+                 "quota exceeded")
+
+
+def translate(exc: DBAPIError, what: str, where: str) -> DatabaseError:
+    """A driver error as one clear DatabaseError: full, busy, or unavailable."""
+    text = _short(exc)
+    lowered = text.lower()
+    if any(marker in lowered for marker in _FULL_MARKERS):
+        return DatabaseFullError(f"{what}: the disk holding database {where} is full ({text})")
+    if is_busy_error(exc):
+        return DatabaseBusyError(f"{what}: database {where} is locked by another program ({text})")
+    return DatabaseUnavailableError(f"{what}: database {where} is not usable ({text})")
+
+
+def _short(exc: DBAPIError) -> str:
     """The driver's message without SQLAlchemy's SQL and background-link suffix."""
     return str(exc.orig if exc.orig is not None else exc).splitlines()[0]

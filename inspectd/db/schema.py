@@ -169,12 +169,16 @@ class ModelVersion(Base):
 
 
 class Item(Base):
-    """One discovered file.  The same (path, size, mtime_ns, sha256) is one item;
-    a file rewritten under the same name is a new item."""
+    """One file that landed in a watched folder.  ``ctime_ns`` and ``inode`` change
+    whenever a file is written or replaced (a camera cannot set them), so together
+    with path, size and mtime they tell a start-up scan whether a file on disk is one
+    already recorded.  ``sha256`` is the hash of the bytes taken in (and scored);
+    NULL when nothing could be read (a FIFO, a link, a file the service may not read).
+    """
 
     __tablename__ = "items"
     __table_args__ = (
-        UniqueConstraint("path", "size", "mtime_ns", "sha256", name="uq_items_identity"),
+        UniqueConstraint("path", "size", "mtime_ns", "ctime_ns", "sha256", name="uq_items_landing"),
         _one_of("state", ITEM_STATES, "state"),
         CheckConstraint("attempts >= 0", name="attempts_non_negative"),
         # claim_pending: WHERE state=? [AND product=?] ORDER BY discovered_at, id
@@ -188,7 +192,9 @@ class Item(Base):
     file_name: Mapped[str] = mapped_column(String)
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    ctime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    inode: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
     product: Mapped[str] = mapped_column(String(NAME_LENGTH), ForeignKey("products.name"))
     station: Mapped[str] = mapped_column(String(NAME_LENGTH))
     discovered_at: Mapped[datetime]

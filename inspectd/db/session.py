@@ -8,11 +8,11 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import IntegrityError, InterfaceError, InternalError, OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inspectd.db.engine import immediate_engine
-from inspectd.db.retry import RetryPolicy, retry_on_busy
+from inspectd.db.retry import RetryPolicy, retry_on_busy, translate
 from inspectd.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,27 @@ class SessionScope:
     ) -> None:
         self.close()
 
+    def set_retry_policy(self, policy: RetryPolicy) -> None:
+        """How long later operations keep retrying while the database is locked."""
+        self._retry_policy = policy
+
     def _write(self, what: str, work: Work[T]) -> T:
         """Run *work* in a write transaction, committed on success."""
-        return retry_on_busy(lambda: _run(self._writer, work), policy=self._retry_policy, what=what)
+        return self._translated(what, lambda: retry_on_busy(lambda: _run(self._writer, work),
+                                                            policy=self._retry_policy, what=what))
 
     def _read(self, what: str, work: Work[T]) -> T:
         """Run *work* in a read transaction."""
-        return retry_on_busy(lambda: _run(self._reader, work), policy=self._retry_policy, what=what)
+        return self._translated(what, lambda: retry_on_busy(lambda: _run(self._reader, work),
+                                                            policy=self._retry_policy, what=what))
+
+    def _translated(self, what: str, operation: Callable[[], T]) -> T:
+        """Driver errors other than integrity conflicts become one clear DatabaseError
+        (full disk, locked, unavailable) instead of an OperationalError."""
+        try:
+            return operation()
+        except (OperationalError, InterfaceError, InternalError) as exc:
+            raise translate(exc, what, self.url) from exc
 
     def _write_once_more_on_conflict(self, what: str, work: Work[T]) -> T:
         """Like :meth:`_write`, for get-or-create work racing other writers.

@@ -43,7 +43,9 @@ device = "cpu"
 {DEFAULTS}
 [daemon]
 settle_seconds = 0.2
+incomplete_seconds = 3.0
 reconcile_seconds = 2.0
+runtime_dir = "{tmp_path / 'run'}"
 
 [[watch]]
 path = "{drop}"

@@ -16,8 +16,11 @@ import torch
 
 from daemon_support import PRODUCT, DaemonEnv, copy_as
 from inspectd.config import load_config
+from inspectd.daemon import models as models_module
 from inspectd.daemon import worker as worker_module
-from inspectd.daemon.service import Daemon
+from inspectd.daemon.intake import take_in
+from inspectd.daemon.runtime import status_path
+from inspectd.daemon.service import RESULTS_DISK, Daemon
 from inspectd.db import open_database
 from inspectd.enroll import enroll
 from inspectd.model import ProductModel
@@ -30,7 +33,9 @@ def make_daemon(env: DaemonEnv, **daemon_settings) -> Daemon:
         config = dataclasses.replace(config, daemon=dataclasses.replace(config.daemon, **daemon_settings))
     daemon = Daemon(config, str(env.config_path))
     daemon.db = open_database(config.database_url)
-    daemon.worker = worker_module.ScoringWorker(config, daemon.db, torch.device("cpu"), daemon.folder_of)
+    daemon.status_file = status_path(config, create=True)
+    daemon.worker = worker_module.ScoringWorker(config, daemon.db, torch.device("cpu"), daemon.folder_of,
+                                                daemon.cache, daemon.retake)
     return daemon
 
 
@@ -38,16 +43,15 @@ def intake_all(daemon: Daemon) -> None:
     daemon.reconcile()
     deadline = time.monotonic() + 10
     while len(daemon.tracker) and time.monotonic() < deadline:
-        for path, folder, size, mtime in daemon.tracker.ready():
-            from inspectd.daemon.intake import take_in
-
-            take_in(daemon.db, path, folder, size, mtime)
+        for outcome in daemon.tracker.ready():
+            take_in(daemon.db, outcome, daemon.cache)
         time.sleep(0.05)
 
 
 def drain(daemon: Daemon, rounds: int = 50) -> None:
     for _ in range(rounds):
-        if not daemon._score_batch() and not daemon.db.status_summary().queue_depth:
+        daemon._score_batch()
+        if not daemon.db.status_summary().queue_depth and not daemon.worker.unrecorded:
             break
 
 
@@ -63,12 +67,12 @@ def test_disk_full_pauses_and_retries_without_losing_items(daemon_env: DaemonEnv
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(worker_module, "save_heatmap", full_disk)
-    assert daemon._score_batch() is False
-    assert daemon.paused
+    daemon._score_batch()
+    assert daemon.pauses.blocked(RESULTS_DISK)
     summary = daemon.db.status_summary()
     assert summary.counts[PRODUCT] == {"pending": 3}
     monkeypatch.setattr(worker_module, "save_heatmap", real_save)
-    daemon.paused_until = 0.0  # the pause has passed
+    daemon.pauses._active[RESULTS_DISK].retry_at = 0.0  # the pause has passed
     drain(daemon)
     rows = daemon.db.query_results()
     assert sorted(Path(r["path"]).name for r in rows) == ["d0.png", "d1.png", "d2.png"]
@@ -128,14 +132,14 @@ def test_a_poison_image_gets_an_error_after_max_attempts(daemon_env: DaemonEnv, 
     copy_as(sample_images[1], daemon_env.drop / "poison.png")
     daemon = make_daemon(daemon_env, max_attempts=2, batch_size=1)
     intake_all(daemon)
-    real_read = ProductModel.read
+    real_decode = ProductModel.decode
 
-    def crash_on_poison(self, path):
-        if Path(path).name == "poison.png":
+    def crash_on_poison(self, data, name):
+        if Path(name).name == "poison.png":
             raise RuntimeError("decoder crashed")
-        return real_read(self, path)
+        return real_decode(self, data, name)
 
-    monkeypatch.setattr(ProductModel, "read", crash_on_poison)
+    monkeypatch.setattr(ProductModel, "decode", crash_on_poison)
     drain(daemon)
     rows = {Path(r["path"]).name: r for r in daemon.db.query_results()}
     assert rows["fine.png"]["verdict"] in ("OK", "NG")
@@ -165,7 +169,7 @@ def test_a_newly_enrolled_version_is_used_without_restart(daemon_env: DaemonEnv,
     shutil.copytree(load_config(daemon_env.config_path).store_dir, store)
     daemon_env.config_path.write_text(daemon_env.config_path.read_text().replace(
         str(load_config(daemon_env.config_path).store_dir), str(store)))
-    monkeypatch.setattr(worker_module, "MODEL_CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(models_module, "CHECK_SECONDS", 0.0)
     copy_as(sample_images[0], daemon_env.drop / "first.png")
     daemon = make_daemon(daemon_env)
     intake_all(daemon)

@@ -164,7 +164,7 @@ def test_another_process_reads_while_the_daemon_writes(daemon_env: DaemonEnv, sa
     reader = subprocess.Popen([sys.executable, "-c", f"""
 import time, sys
 from inspectd.db import open_database
-deadline = time.monotonic() + 20
+deadline = time.monotonic() + 90
 seen = 0
 while time.monotonic() < deadline and seen < 60:
     with open_database({daemon_env.database_url!r}, create=False) as db:
@@ -174,7 +174,7 @@ print(seen)
 """], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for i in range(60):
         copy_as(sample_images[i % 10], daemon_env.drop / f"r_{i:02d}.png")
-    out, err = reader.communicate(timeout=60)
+    out, err = reader.communicate(timeout=150)
     daemon_env.wait_results(60)
     assert daemon_env.stop(proc) == 0
     assert reader.returncode == 0, err

@@ -1,0 +1,594 @@
+"""Every image gets exactly one correct result, and no file can stop the line.
+
+Each test drives a real `inspectd run` process on real files and a real SQLite
+database, doing to it what cameras, shares and plants do: slow writers in every
+format, overwritten names, wrong clocks, odd names, links and special files,
+unreadable files, decode bombs, locked and full databases, corrupt models, a
+second daemon, a deleted folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import sqlite3
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon_support import PRODUCT, DaemonEnv, copy_as
+from inspectd.config import load_config
+from inspectd.enroll import enroll
+from inspectd.model import ProductModel
+from inspectd.store import ModelStore
+from inspectd.synthetic import generate_images
+
+pytestmark = pytest.mark.slow
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def encoded(image_path: Path, extension: str, params: list[int] | None = None) -> bytes:
+    ok, data = cv2.imencode(extension, cv2.imread(str(image_path)), params or [])
+    assert ok
+    return data.tobytes()
+
+
+def write_in_chunks(path: Path, data: bytes, cuts: list[int], pause: float, *, keep_open: bool = True,
+                    mtime_back: float | None = None) -> None:
+    """Write `data` like a slow camera: up to each cut, then a pause. With keep_open
+    the writer holds the file open throughout; else it reopens for every chunk."""
+    bounds = [0, *cuts, len(data)]
+    handle = path.open("wb") if keep_open else None
+    for start, end in zip(bounds, bounds[1:]):
+        if handle is None:
+            with path.open("ab" if start else "wb") as chunk_handle:
+                chunk_handle.write(data[start:end])
+        else:
+            handle.write(data[start:end])
+            handle.flush()
+        if mtime_back is not None:  # a camera whose clock is far behind
+            past = time.time() - mtime_back
+            os.utime(path, (past, past))
+        if end < len(data):
+            time.sleep(pause)
+    if handle is not None:
+        handle.close()
+
+
+def rows_by_name(rows: list[dict]) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for row in rows:
+        found.setdefault(Path(row["path"]).name, []).append(row)
+    return found
+
+
+def offline_scores(model_store: Path, images: dict[str, bytes]) -> dict[str, float]:
+    """What the product's model scores for these bytes, computed here and not by the daemon."""
+    model = ProductModel.load(ModelStore(model_store), PRODUCT)
+    prepared = [model.decode(data, name)[1] for name, data in images.items()]
+    return {name: result.score for name, result in zip(images, model.score_images(prepared))}
+
+
+def settled_db_rows(env: DaemonEnv, expected: int, timeout: float = 90.0) -> list[dict]:
+    """Wait for `expected` rows, then a little longer to catch any extra one."""
+    env.wait_results(expected, timeout=timeout)
+    time.sleep(1.5)
+    return env.results()
+
+
+# -- 1, 5: slow writers of every format, wrong clocks ------------------------------------
+
+
+def test_slow_writers_of_every_format_get_one_scored_row_each(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                              tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    daemon_env.add_config(f'\n[[watch]]\npath = "{share}"\nproduct = "{PRODUCT}"\nstation = "share"\n'
+                          'network_share = true\n')
+    daemon_env.set_daemon(poll_seconds=0.2)
+    source = sample_images[6]
+    jpeg = encoded(source, ".jpg")
+    thumbnail = encoded(sample_images[0], ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 30])
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00" + thumbnail
+    app1 = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
+    thumbnail_jpeg = jpeg[:2] + app1 + jpeg[2:]
+    bmp = bytearray(encoded(source, ".bmp"))
+    bmp[2:6] = bytes(4)  # a size field left at zero
+    writers = {  # name: (bytes, cut points, keep open, old clock, folder)
+        "chunks.tiff": (encoded(source, ".tiff"), [300, 9000, 20000], True, None, daemon_env.drop),
+        "chunks_reopened.tiff": (encoded(source, ".tiff"), [300, 9000], False, None, daemon_env.drop),
+        "empty_then_filled.png": (source.read_bytes(), [0], False, None, daemon_env.drop),
+        "four_bytes_first.png": (source.read_bytes(), [4], True, None, daemon_env.drop),
+        "thumbnail.jpg": (thumbnail_jpeg, [2 + len(app1)], False, None, daemon_env.drop),
+        "wrong_size_field.bmp": (bytes(bmp), [54, 9000], False, None, daemon_env.drop),
+        "old_clock.png": (source.read_bytes(), [200, 2000], False, 3600.0, daemon_env.drop),
+        "on_share.png": (source.read_bytes(), [8, 3000], False, None, share),
+        "on_share.tiff": (encoded(source, ".tiff"), [300, 9000], False, 3600.0, share),
+    }
+    proc = daemon_env.start()
+    daemon_env.wait_ready()
+    threads = [threading.Thread(target=write_in_chunks, args=(folder / name, data, cuts, 2.0),
+                                kwargs={"keep_open": keep_open, "mtime_back": back})
+               for name, (data, cuts, keep_open, back, folder) in writers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rows = settled_db_rows(daemon_env, len(writers))
+    assert daemon_env.stop(proc) == 0
+    found = rows_by_name(rows)
+    assert {name: len(found.get(name, [])) for name in writers} == {name: 1 for name in writers}, rows
+    for name, (data, *_) in writers.items():
+        [row] = found[name]
+        assert row["verdict"] in ("OK", "NG"), (name, row["error"])
+        assert row["sha256"] == sha256(data), name
+
+
+# -- 2, 19: move never takes a file that is still being written; error rows say where ----
+
+
+def test_move_after_scoring_never_moves_a_file_still_being_written(daemon_env: DaemonEnv,
+                                                                    sample_images: list[Path]) -> None:
+    archive = daemon_env.root / "archive"
+    daemon_env.config_path.write_text(daemon_env.config_path.read_text().replace(
+        'station = "cam1"', f'station = "cam1"\nafter_scoring = "move"\narchive_dir = "{archive}"'))
+    proc = daemon_env.start()
+    daemon_env.wait_ready()
+    images = {f"slow_{i}.tiff": encoded(sample_images[i], ".tiff") for i in range(4)}
+    threads = [threading.Thread(target=write_in_chunks, args=(daemon_env.drop / name, data, [500, 12000], 1.5))
+               for name, data in images.items()]
+    for thread in threads:
+        thread.start()
+    (daemon_env.drop / "broken.png").write_bytes(sample_images[0].read_bytes()[:-30])  # never completed
+    for thread in threads:
+        thread.join()
+    rows = settled_db_rows(daemon_env, len(images) + 1)
+    assert daemon_env.stop(proc) == 0
+    found = rows_by_name(rows)
+    for name, data in images.items():
+        [row] = found[name]
+        assert row["verdict"] in ("OK", "NG") and row["image_path"] == str(archive / name)
+        assert (archive / name).read_bytes() == data  # the whole image was archived, once
+    [broken] = found["broken.png"]
+    assert broken["verdict"] == "ERROR" and "truncated PNG" in broken["error"]
+    assert broken["image_path"] == str(archive / "broken.png") and (archive / "broken.png").is_file()
+    assert not any(daemon_env.drop.iterdir())
+
+
+# -- 3: the row belongs to the bytes that were scored ----------------------------------------
+
+
+@pytest.mark.parametrize("buffer_mb", [256, 0])
+def test_an_overwritten_latest_png_never_gets_another_images_score(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                                    model_store: Path, buffer_mb: int) -> None:
+    daemon_env.set_daemon(intake_buffer_mb=buffer_mb, batch_size=4)
+    proc = daemon_env.start()
+    daemon_env.wait_ready()
+    first, second = sample_images[0].read_bytes(), sample_images[7].read_bytes()
+    latest = daemon_env.drop / "latest.png"
+    backlog = [copy_as(sample_images[i % 10], daemon_env.drop / f"queue_{i:02d}.png") for i in range(40)]
+    time.sleep(0.4)
+    latest.write_bytes(first)  # taken in behind the backlog ...
+    daemon_env.wait_for(lambda: "latest.png" in str(_item_paths(daemon_env)), "latest.png taken in")
+    tmp = daemon_env.drop / ".latest.tmp"
+    tmp.write_bytes(second)
+    os.replace(tmp, latest)  # ... and replaced before its turn
+    rows = settled_db_rows(daemon_env, len(backlog) + 2)
+    assert daemon_env.stop(proc) == 0
+    latest_rows = rows_by_name(rows)["latest.png"]
+    expected = offline_scores(model_store, {"first": first, "second": second})
+    by_hash = {row["sha256"]: row for row in latest_rows}
+    assert len(latest_rows) == 2 and set(by_hash) == {sha256(first), sha256(second)}
+    assert by_hash[sha256(second)]["raw_score"] == pytest.approx(expected["second"], rel=1e-5)
+    first_row = by_hash[sha256(first)]
+    if first_row["verdict"] == "ERROR":  # its bytes were gone when its turn came (no memory budget)
+        assert buffer_mb == 0 and "replaced before it could be scored" in first_row["error"]
+    else:
+        assert first_row["raw_score"] == pytest.approx(expected["first"], rel=1e-5)
+
+
+def _item_paths(env: DaemonEnv) -> list[str]:
+    try:
+        with sqlite3.connect(env.database_url.removeprefix("sqlite:///")) as connection:
+            return [row[0] for row in connection.execute("SELECT path FROM items")]
+    except sqlite3.Error:
+        return []
+
+
+# -- 4: new content under an old name, size and mtime while the daemon was down --------------
+
+
+def test_a_restart_scores_new_content_with_the_same_name_size_and_mtime(daemon_env: DaemonEnv,
+                                                                        sample_images: list[Path]) -> None:
+    first, second = encoded(sample_images[0], ".bmp"), encoded(sample_images[7], ".bmp")
+    assert len(first) == len(second) and first != second
+    target = daemon_env.drop / "same.bmp"
+    target.write_bytes(first)
+    proc = daemon_env.start()
+    daemon_env.wait_results(1)
+    assert daemon_env.stop(proc) == 0
+    mtime = target.stat().st_mtime_ns
+    target.write_bytes(second)
+    os.utime(target, ns=(mtime, mtime))  # a copy that keeps the camera's timestamp
+    proc = daemon_env.start()
+    rows = settled_db_rows(daemon_env, 2)
+    assert daemon_env.stop(proc) == 0
+    assert sorted(row["sha256"] for row in rows) == sorted([sha256(first), sha256(second)])
+    assert all(row["verdict"] in ("OK", "NG") for row in rows)
+
+
+# -- 6, 7, 8: names, links, special files, unreadable files, decode bombs ---------------------
+
+
+def _odd_entries(folder: Path, image: bytes, outside: Path) -> dict[str, str]:
+    """Create what an SMB share or a careless script leaves; returns display name -> expected words."""
+    odd = os.fsencode(str(folder)) + b"/cam_\xe9.png"
+    with open(odd, "wb") as handle:
+        handle.write(image)
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "outside.png").symlink_to(outside)
+    (folder / "inside_link.png").symlink_to(folder / "real.png")
+    (folder / "real.png").write_bytes(image)
+    os.mkfifo(folder / "pipe.png")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(folder / "sock.png"))
+    expected = {"cam_\\xe9.png": "not valid UTF-8", "loop.png": "symbolic link", "outside.png": "symbolic link",
+                "inside_link.png": "symbolic link", "pipe.png": "FIFO", "sock.png": "socket"}
+    try:
+        os.mknod(folder / "device.png", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        expected["device.png"] = "device file"
+    except PermissionError:
+        pass
+    return expected
+
+
+def test_odd_names_links_and_special_files_get_error_rows_and_never_stop_the_daemon(
+        daemon_env: DaemonEnv, sample_images: list[Path], tmp_path: Path) -> None:
+    image = sample_images[0].read_bytes()
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(image)
+    before = daemon_env.drop / "before"
+    expected = _odd_entries(daemon_env.drop, image, outside)  # there at start-up: the scan finds them
+    proc = daemon_env.start()
+    rows = settled_db_rows(daemon_env, len(expected) + 1)
+    arriving = daemon_env.drop / "later"
+    arriving.mkdir()
+    daemon_env.add_config(f'\n[[watch]]\npath = "{arriving}"\nproduct = "{PRODUCT}"\nstation = "cam2"\n')
+    proc.send_signal(__import__("signal").SIGHUP)
+    daemon_env.wait_for(lambda: "configuration reloaded" in daemon_env.log(), "reload")
+    later = _odd_entries(arriving, image, outside)  # arriving while it runs: events find them
+    rows = settled_db_rows(daemon_env, 2 * (len(expected) + 1))
+    assert proc.poll() is None, daemon_env.log()[-3000:]
+    assert daemon_env.stop(proc) == 0
+    proc = daemon_env.start()  # a restart finds them all again, and adds nothing
+    daemon_env.wait_ready(count=2)
+    time.sleep(3)
+    assert daemon_env.stop(proc) == 0
+    rows = daemon_env.results()
+    counts = Counter(row["path"] for row in rows)
+    assert set(counts.values()) == {1}, counts
+    for folder, names in ((daemon_env.drop, expected), (arriving, later)):
+        for name, words in names.items():
+            [row] = [r for r in rows if r["path"] == f"{folder}/{name}"]
+            assert row["verdict"] == "ERROR" and words in row["error"], row
+        [real] = [r for r in rows if r["path"] == f"{folder}/real.png"]
+        assert real["verdict"] in ("OK", "NG")
+    assert outside.read_bytes() == image and not before.exists()
+
+
+def test_an_unreadable_file_gets_a_permission_denied_row_counted_by_status(daemon_env: DaemonEnv,
+                                                                          sample_images: list[Path]) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to run the daemon without root's file access")
+    locked = copy_as(sample_images[0], daemon_env.drop / "locked.png")
+    locked.chmod(0)
+    fine = copy_as(sample_images[1], daemon_env.drop / "fine.png")
+    # As root, drop the capabilities that read any file: the daemon is an ordinary user here.
+    proc = daemon_env.start(wrapper=("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"))
+    rows = settled_db_rows(daemon_env, 2)
+    status = daemon_env.status()
+    assert daemon_env.stop(proc) == 0
+    found = rows_by_name(rows)
+    assert found["fine.png"][0]["verdict"] in ("OK", "NG")
+    [row] = found["locked.png"]
+    assert row["verdict"] == "ERROR" and "permission denied" in row["error"]
+    assert status["counts"][PRODUCT]["error"] == 1
+    assert fine.exists() and locked.exists()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_decode_bomb_is_refused_from_its_header_without_the_memory(daemon_env: DaemonEnv,
+                                                                     sample_images: list[Path]) -> None:
+    data = bytearray(encoded(sample_images[0], ".jpg"))
+    position = 2
+    while data[position + 1] != 0xC0:
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    data[position + 5:position + 9] = struct.pack(">HH", 30000, 30000)
+    proc = daemon_env.start()
+    daemon_env.wait_ready()
+    (daemon_env.drop / "bomb.jpg").write_bytes(bytes(data))
+    [row] = settled_db_rows(daemon_env, 1)
+    peak = _peak_rss_mb(proc.pid)
+    assert daemon_env.stop(proc) == 0
+    assert row["verdict"] == "ERROR" and "declares 30000x30000" in row["error"] and len(data) < 10_000
+    assert peak < 1500, f"peak RSS {peak:.0f} MB"
+
+
+# -- 9, 11, 12: a long database lock, SIGTERM under a lock, pauses in status -------------------
+
+
+def hold_lock(database_url: str, seconds: float) -> subprocess.Popen:
+    """Another program holding SQLite's write lock (BEGIN EXCLUSIVE) for `seconds`."""
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sqlite3, sys, time
+connection = sqlite3.connect({database_url.removeprefix("sqlite:///")!r}, timeout=30, isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep({seconds})
+connection.execute("ROLLBACK")
+"""], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def _states(env: DaemonEnv) -> Counter:
+    with sqlite3.connect(env.database_url.removeprefix("sqlite:///")) as connection:
+        return Counter(state for (state,) in connection.execute("SELECT state FROM items"))
+
+
+def test_a_long_database_lock_pauses_visibly_and_strands_nothing(daemon_env: DaemonEnv,
+                                                                 sample_images: list[Path]) -> None:
+    proc = daemon_env.start()
+    daemon_env.wait_results(0)
+    daemon_env.wait_ready()
+    files = [copy_as(sample_images[i % 10], daemon_env.drop / f"burst_{i:02d}.png") for i in range(24)]
+    daemon_env.wait_for(lambda: len(daemon_env.results()) >= 3, "the burst to start")
+    holder = hold_lock(daemon_env.database_url, 40)
+    paused = daemon_env.wait_for(
+        lambda: [p for p in daemon_env.status()["service"]["pauses"] if "database locked" in p["message"]],
+        "the pause to show in inspectd status", timeout=30)
+    assert paused[0]["reason"] == "database"
+    holder.wait(timeout=60)
+    rows = settled_db_rows(daemon_env, len(files), timeout=120)
+    status = daemon_env.status()
+    assert proc.poll() is None and daemon_env.stop(proc) == 0
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(f.name for f in files)
+    assert _states(daemon_env) == Counter({"done": len(files)})
+    assert status["service"]["pauses"] == []
+    assert "resumed (database)" in daemon_env.log()
+
+
+def test_sigterm_under_a_database_lock_is_bounded_and_truthful(daemon_env: DaemonEnv,
+                                                               sample_images: list[Path]) -> None:
+    daemon_env.set_daemon(stop_timeout_seconds=10.0)
+    proc = daemon_env.start()
+    daemon_env.wait_ready()
+    files = [copy_as(sample_images[i % 10], daemon_env.drop / f"t_{i:02d}.png") for i in range(30)]
+    daemon_env.wait_for(lambda: len(daemon_env.results()) >= 4, "scoring to start")
+    holder = hold_lock(daemon_env.database_url, 60)
+    time.sleep(3)  # the batch in hand is scored, and cannot be recorded
+    started = time.monotonic()
+    assert daemon_env.stop(proc, timeout=60) == 0
+    took = time.monotonic() - started
+    log = daemon_env.log()
+    holder.kill()
+    holder.wait()
+    assert took < 30, f"took {took:.0f} s to stop"
+    in_flight = _states(daemon_env)["scoring"]
+    if in_flight:
+        assert "stopped, but not cleanly" in log and "stopped cleanly" not in log
+    else:
+        assert "stopped cleanly" in log
+    proc = daemon_env.start()
+    rows = settled_db_rows(daemon_env, len(files), timeout=120)
+    assert daemon_env.stop(proc) == 0
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(f.name for f in files)
+
+
+# -- 10, 12: full disks pause and resume, also across restarts ----------------------------------
+
+
+@pytest.fixture
+def small_disks(tmp_path: Path):
+    """Two small tmpfs mounts (database, results); skipped where mounting is not allowed."""
+    mounts = []
+    for name, size in (("dbdisk", "3m"), ("resultsdisk", "3m")):
+        point = tmp_path / name
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            for mounted in mounts:
+                subprocess.run(["umount", "-l", str(mounted)])
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
+        mounts.append(point)
+    yield mounts
+    for point in mounts:
+        subprocess.run(["umount", "-l", str(point)])
+
+
+def fill(disk: Path) -> Path:
+    """Fill a disk to the last byte with one file; delete it to free the space."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, bytes(size))
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_full_database_and_results_disks_pause_visibly_and_resume(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                                   small_disks: list[Path]) -> None:
+    db_disk, results_disk = small_disks
+    daemon_env.database_url = f"sqlite:///{db_disk / 'inspectd.db'}"
+    text = daemon_env.config_path.read_text()
+    text = text.replace(f"sqlite:///{daemon_env.root / 'inspectd.db'}", daemon_env.database_url)
+    daemon_env.config_path.write_text(text.replace(str(daemon_env.root / "results"), str(results_disk)))
+    proc = daemon_env.start()
+    copy_as(sample_images[0], daemon_env.drop / "before.png")
+    daemon_env.wait_results(1)
+    filler = fill(db_disk)
+    names = [copy_as(sample_images[i], daemon_env.drop / f"dbfull_{i}.png").name for i in range(3)]
+    daemon_env.wait_for(lambda: any("database disk full" in p["message"]
+                                    for p in (daemon_env.status().get("service") or {}).get("pauses", [])),
+                        "the database-full pause in inspectd status")
+    assert daemon_env.stop(proc) == 0
+    proc = daemon_env.start()  # a start while the disk is full is no crash either
+    daemon_env.wait_ready(count=2)
+    time.sleep(3)
+    assert proc.poll() is None, daemon_env.log()[-2000:]
+    filler.unlink()
+    settled_db_rows(daemon_env, 4)
+    filler = fill(results_disk)
+    names += [copy_as(sample_images[i], daemon_env.drop / f"resultsfull_{i}.png").name for i in range(3)]
+    daemon_env.wait_for(lambda: any(p["reason"] == "results disk"
+                                    for p in (daemon_env.status().get("service") or {}).get("pauses", [])),
+                        "the results-disk pause in inspectd status")
+    filler.unlink()
+    rows = settled_db_rows(daemon_env, 7, timeout=120)
+    assert daemon_env.stop(proc) == 0
+    assert Counter(Path(r["path"]).name for r in rows) == Counter(["before.png", *names])
+    assert all(r["verdict"] in ("OK", "NG") for r in rows)
+    log = daemon_env.log()
+    assert "unexpected error" not in log and "OperationalError" not in log
+    assert "resumed (database)" in log and "resumed (results disk)" in log
+
+
+# -- 13, 14: corrupt and edited models ---------------------------------------------------------
+
+
+def _own_store(env: DaemonEnv, model_store: Path) -> Path:
+    store = env.root / "store"
+    shutil.copytree(model_store, store)
+    env.config_path.write_text(env.config_path.read_text().replace(str(model_store), str(store)))
+    return store
+
+
+def test_a_corrupt_newest_version_never_takes_the_line_down(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                            model_store: Path) -> None:
+    store = _own_store(daemon_env, model_store)
+    more = generate_images(daemon_env.root / "more", n_good=3, n_defect=0, category="washer", size=(96, 96), seed=9)
+    config = load_config(daemon_env.config_path)
+    assert enroll(config, PRODUCT, more[0].parent, add=True).version == "v0002"
+    bank = store / PRODUCT / "v0002" / "bank.npy"
+    data = bytearray(bank.read_bytes())
+    data[-4:] = bytes(b ^ 0xFF for b in data[-4:])
+    bank.write_bytes(bytes(data))
+    proc = daemon_env.start()
+    copy_as(sample_images[0], daemon_env.drop / "a.png")
+    [row] = settled_db_rows(daemon_env, 1)
+    status = daemon_env.status()["service"]
+    assert row["verdict"] in ("OK", "NG") and row["model_version"] == "v0001"
+    assert status["model_problems"][PRODUCT]["version"] == "v0002"
+    assert "fails its checksum" in status["model_problems"][PRODUCT]["problem"]
+    assert status["model_problems"][PRODUCT]["using"] == "v0001"
+    newer = generate_images(daemon_env.root / "newer", n_good=3, n_defect=0, category="washer", size=(96, 96),
+                            seed=10)
+    assert enroll(config, PRODUCT, newer[0].parent).version == "v0003"  # a good one follows
+    copy_as(sample_images[1], daemon_env.drop / "b.png")
+    rows = daemon_env.wait_for(lambda: [r for r in daemon_env.results() if r["model_version"] == "v0003"],
+                               "scoring with v0003")
+    assert daemon_env.stop(proc) == 0
+    assert [Path(r["path"]).name for r in rows] == ["b.png"]
+    assert daemon_env.log().count("MODEL PROBLEM") == 1
+
+
+def test_an_edited_threshold_in_model_json_is_refused(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                      model_store: Path) -> None:
+    store = _own_store(daemon_env, model_store)
+    meta = store / PRODUCT / "v0001" / "model.json"
+    text = meta.read_text()
+    edited = text.replace('"threshold": ', '"threshold": 99.0, "was": ', 1)
+    assert edited != text
+    meta.write_text(edited)
+    proc = daemon_env.start()
+    copy_as(sample_images[9], daemon_env.drop / "defect.png")
+    [row] = settled_db_rows(daemon_env, 1)
+    assert daemon_env.stop(proc) == 0
+    assert row["verdict"] == "ERROR" and "model.json fails its checksum" in row["error"]
+
+
+# -- 16: file modes follow the umask ------------------------------------------------------------
+
+
+def test_heatmaps_and_models_follow_the_umask_of_the_service(daemon_env: DaemonEnv, sample_images: list[Path],
+                                                             model_store: Path) -> None:
+    store = _own_store(daemon_env, model_store)
+    more = generate_images(daemon_env.root / "more", n_good=3, n_defect=0, category="washer", size=(96, 96), seed=9)
+    subprocess.run([sys.executable, "-m", "inspectd.cli", "--config", str(daemon_env.config_path), "enroll",
+                    "--product", PRODUCT, "--add", str(more[0].parent)], check=True, capture_output=True,
+                   preexec_fn=lambda: os.umask(0o007))
+    version = store / PRODUCT / "v0002"
+    assert stat.S_IMODE(version.stat().st_mode) == 0o770
+    assert {stat.S_IMODE(p.stat().st_mode) for p in version.iterdir()} == {0o660}
+    proc = daemon_env.start(umask=0o007)
+    copy_as(sample_images[0], daemon_env.drop / "a.png")
+    [row] = settled_db_rows(daemon_env, 1)
+    assert daemon_env.stop(proc) == 0
+    heatmap, raw_map = Path(row["heatmap_path"]), Path(row["anomaly_map_path"])
+    assert stat.S_IMODE(heatmap.stat().st_mode) == 0o660 and stat.S_IMODE(raw_map.stat().st_mode) == 0o660
+    assert stat.S_IMODE(heatmap.parent.stat().st_mode) == 0o770
+
+
+# -- 17, 18: one daemon per folder; a recreated folder is watched again ----------------------------
+
+
+def test_a_second_daemon_on_the_same_folder_refuses_and_a_crash_leaves_no_stale_lock(
+        daemon_env: DaemonEnv, sample_images: list[Path]) -> None:
+    first = daemon_env.start()
+    daemon_env.wait_ready()
+    second = daemon_env.start()
+    assert second.wait(timeout=60) == 1
+    assert f"pid {first.pid}" in daemon_env.log() and "already watched by another inspectd run" in daemon_env.log()
+    daemon_env.procs.remove(second)  # its refusal is the expected exit
+    copy_as(sample_images[0], daemon_env.drop / "a.png")
+    daemon_env.wait_results(1)
+    first.kill()
+    first.wait(timeout=10)
+    third = daemon_env.start()
+    daemon_env.wait_ready(count=2)
+    copy_as(sample_images[1], daemon_env.drop / "b.png")
+    rows = settled_db_rows(daemon_env, 2)
+    assert daemon_env.stop(third) == 0
+    assert sorted(Path(r["path"]).name for r in rows) == ["a.png", "b.png"]
+
+
+def test_a_deleted_and_recreated_drop_folder_is_watched_again(daemon_env: DaemonEnv,
+                                                              sample_images: list[Path]) -> None:
+    daemon_env.set_daemon(reconcile_seconds=600.0)  # events alone must find the new file
+    proc = daemon_env.start()
+    daemon_env.wait_ready()
+    shutil.rmtree(daemon_env.drop)
+    daemon_env.wait_for(lambda: daemon_env.status()["service"]["missing_folders"] == [str(daemon_env.drop)],
+                        "the missing folder in inspectd status", timeout=30)
+    daemon_env.drop.mkdir()
+    time.sleep(1.5)
+    copy_as(sample_images[0], daemon_env.drop / "after.png")
+    [row] = daemon_env.wait_results(1, timeout=20)
+    assert daemon_env.stop(proc) == 0
+    assert Path(row["path"]).name == "after.png" and "watching it again" in daemon_env.log()

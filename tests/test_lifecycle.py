@@ -1,6 +1,6 @@
 """The model-version life cycle: the active version recorded in the database with its
 history, candidates, rollback, the good set's undo, roles on the command line, and the
-upgrade of a schema-1 database (issue 9, point 4 and 5)."""
+upgrade of a schema-2 database (issue 9, point 4 and 5)."""
 
 from __future__ import annotations
 
@@ -122,15 +122,15 @@ def test_good_set_decisions_are_stored_once_and_undo_restores_only_a_version_wit
                              threshold=2.0, client_id="c5") == plain
 
 
-def test_a_schema_1_database_upgrades_and_keeps_its_reviews(tmp_path: Path) -> None:
+def test_a_schema_2_database_upgrades_and_keeps_its_reviews(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with open_database(f"sqlite:///{path}") as db:
         kept = db.add_review(item(db, "1.png"), DECISION_CONFIRM_DEFECT, "root", verdict="NG", model_version="v0001",
                              threshold=2.0)
-    with sqlite3.connect(path) as connection:  # back to what the first release created
+    with sqlite3.connect(path) as connection:  # back to schema 2 (before the model life cycle)
         connection.executescript("""
             DROP TABLE good_set_images; DROP TABLE model_activations; DROP INDEX ix_reviews_client_id;
-            ALTER TABLE reviews DROP COLUMN client_id; UPDATE schema_info SET version = 1;""")
+            ALTER TABLE reviews DROP COLUMN client_id; UPDATE schema_info SET version = 2;""")
     with open_database(f"sqlite:///{path}") as db:
         [old] = db.review_history(1)
         assert old.id == kept and old.client_id is None
@@ -138,7 +138,7 @@ def test_a_schema_1_database_upgrades_and_keeps_its_reviews(tmp_path: Path) -> N
         assert db.review_by_client_id("x").operator == "ana"
         assert db.active_activation("bolt") is None
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT version FROM schema_info").fetchone()[0] == SCHEMA_VERSION == 2
+        assert connection.execute("SELECT version FROM schema_info").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 # --- the command line -----------------------------------------------------------------------

@@ -148,6 +148,9 @@ def test_a_platform_plugin_that_cannot_load_gets_the_package_hint(tmp_path: Path
     assert done.returncode == 1
     assert "xcb platform plugin cannot be loaded" in done.stderr and "cannot open shared object file" in done.stderr
     assert "sudo apt-get install libxcb-cursor0" in done.stderr and "README" in done.stderr
+    command = subprocess.run([sys.executable, "-m", "inspectd.cli", "gui", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60, env=env)  # the same from `inspectd gui`
+    assert command.returncode == 1 and "sudo apt-get install libxcb-cursor0" in command.stderr
     env.pop("DISPLAY")
     done = subprocess.run([sys.executable, "-c", PLATFORM_PROBE, str(config)], capture_output=True, text=True,
                           timeout=60, env=env)

@@ -8,25 +8,25 @@ closed window.  U undoes your own decisions of this session only; deciding an it
 someone else decided asks first and is a new review.  After the last item of the
 filter the queue is "done": no key re-decides anything.  The keys are in the menus
 and in the overview (F1 or ?).
+
+This module builds the window and moves through the queue; the mixins beside it do
+the rest: ``window_decisions`` (decide, undo, the unsaved counter), ``window_models``
+(the good set, model versions), ``window_live`` (polling, statistics, export) and
+``window_closing`` (closing with unsaved decisions).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QGuiApplication
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QFileDialog,
     QHeaderView,
     QLabel,
     QMainWindow,
-    QMessageBox,
-    QProgressDialog,
     QScrollArea,
     QSplitter,
     QTabWidget,
@@ -34,34 +34,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.data import (
-    STATE_ALL,
-    PollResult,
-    QueueFilter,
-    QueueRow,
-    Watermarks,
-    fetch_page,
-    poll,
-    review_counts,
-    score_sample,
-)
-from gui.decisions import (
-    KIND_GOOD_SET,
-    KIND_UNDO,
-    PART_DEFECT,
-    PART_GOOD,
-    DecisionWriter,
-    Outcome,
-    PendingWrite,
-    decision_label,
-    new_decision,
-    new_good_set,
-    new_undo,
-)
-from gui.details import DecisionBar, DetailsPanel, UnknownTag
-from gui.export import export_csv
+from gui.data import STATE_ALL, QueueRow, Watermarks, fetch_page
+from gui.decisions import KIND_UNDO, PART_DEFECT, PART_GOOD, DecisionWriter, PendingWrite
+from gui.details import DecisionBar, DetailsPanel
 from gui.feedback import ModelJobs
-from gui.filters import STATE_LABELS, FilterBar
+from gui.filters import FilterBar
 from gui.history import HistoryView, history_lines
 from gui.identity import ask_who_is_working, person_without_asking, roles_text
 from gui.images import ItemImages, StoredGeometry, decode_row
@@ -73,10 +50,14 @@ from gui.queue_view import QueueTable
 from gui.shortcuts import ActionSpec, ShortcutsDialog, make_actions
 from gui.stats import StatsView
 from gui.viewer import ImageViewer
+from gui.window_closing import ClosingMixin
+from gui.window_decisions import DecisionsMixin
+from gui.window_live import LiveMixin
+from gui.window_models import ModelsMixin
 from gui.workers import Poller, PrefetchLoader, TaskRunner
 from inspectd.config import ROLE_QUALITY_ENGINEER, Config, Person
-from inspectd.db import DECISION_SKIP, VERDICT_ERROR, Database, RetryPolicy, create_db_engine
-from inspectd.good_set import Candidate, EnrollFn, GoodSetCheck, build_candidate, check_image, default_enroll, keep_image
+from inspectd.db import DECISION_SKIP, Database, RetryPolicy, create_db_engine
+from inspectd.good_set import EnrollFn, default_enroll
 from inspectd.identity import os_user
 from inspectd.store import ModelStore
 
@@ -93,7 +74,7 @@ def writer_database(db: Database) -> Database:
                     retry_policy=RetryPolicy(total_s=0.0))
 
 
-class MainWindow(QMainWindow):
+class MainWindow(DecisionsMixin, ModelsMixin, LiveMixin, ClosingMixin, QMainWindow):
     """The review app.  The signals let callers (tests, bench) wait for what happened."""
 
     decisionWritten = Signal(object)  # Outcome
@@ -495,297 +476,10 @@ class MainWindow(QMainWindow):
         self.reads.submit(lambda: self.db.review_history(item_id), shown,
                           lambda exc: self.history.show_lines(history_lines([], unsaved)))
 
-    # --- decisions ---------------------------------------------------------------------------
-
-    def confirm(self, title: str, text: str, yes: str) -> bool:
-        """Ask; the safe answer is the default (tests replace this)."""
-        box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
-        accept = box.addButton(yes, QMessageBox.ButtonRole.AcceptRole)
-        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(cancel)
-        box.exec()
-        return box.clickedButton() is accept
-
-    def inform(self, title: str, text: str) -> None:
-        """Tell the operator why something was refused (tests replace this)."""
-        self.statusBar().showMessage(text, 15000)
-        QMessageBox.information(self, title, text)
-
-    def decide(self, decision: str) -> None:
-        """Record what the operator says about the current item and move on."""
-        row = self.current_row()
-        if row is None:
-            self.statusBar().showMessage("Queue done: nothing to decide here" if self.done else "No item selected",
-                                         5000)
-            return
-        if not self._may_redecide(row):
-            return
-        try:
-            tag, comment = self.decision_bar.take_inputs()
-        except UnknownTag as exc:
-            self._error(str(exc))
-            self.decision_bar.tag.setFocus()
-            return
-        self._submit(new_decision(row, decision, self.person.name, tag, comment))
-        self.advance()
-
-    def _may_redecide(self, row: QueueRow) -> bool:
-        """Deciding an item someone else decided is a new review: ask first."""
-        review = row.review
-        if review is None or review.operator == self.person.name or self.model.unsaved(row.item_id):
-            return True
-        return self.confirm(
-            "Change another operator's decision?",
-            f"{review.operator} decided “{decision_label(review)}” on {row.file_name}. Record your decision as "
-            f"a new review signed by {self.person.name}? {review.operator}'s decision stays in the item's history.",
-            "&Record my decision")
-
-    def _submit(self, entry: PendingWrite) -> None:
-        self.outbox.submit(entry)
-        if entry.kind != KIND_UNDO:
-            self._mine.append(entry)
-        self.model.set_unsaved(entry.item_id, None if entry.kind == KIND_UNDO else entry.as_review())
-
-    def undo(self) -> None:
-        """Undo this person's latest decision of this session and go back to its item."""
-        if not self._mine:
-            self.statusBar().showMessage(
-                f"Nothing of yours to undo in this session ({self.person.name}). To change another decision, "
-                "decide the item again: that is recorded as a new review.", 8000)
-            return
-        target = self._mine.pop()
-        if self.outbox.cancel(target.client_id):  # it never reached the database
-            if target.kind == KIND_GOOD_SET and target.kept_as:
-                Path(target.kept_as).unlink(missing_ok=True)
-            self._refresh_unsaved_view(target.item_id)
-        else:
-            self._submit(new_undo(target, self.person.name))
-        position = self.model.row_of_item(target.item_id)
-        if position is not None:
-            self.select_row(position)
-
-    def _refresh_unsaved_view(self, item_id: int) -> None:
-        """Show what the item's remaining unsaved entries leave, else what the database says."""
-        waiting = [entry for entry in self.outbox.entries() if entry.item_id == item_id]
-        if waiting:
-            last = waiting[-1]
-            self.model.set_unsaved(item_id, None if last.kind == KIND_UNDO else last.as_review())
-            return
-        self.reads.submit(lambda: self.db.effective_review(item_id),
-                          lambda review: self.model.clear_unsaved(item_id, review),
-                          lambda exc: self._error(f"Cannot read item {item_id}: {exc}"))
-
-    def _written(self, outcome: Outcome) -> None:
-        item_id = outcome.item_id
-        if not any(entry.item_id == item_id for entry in self.outbox.entries()):
-            self.model.clear_unsaved(item_id, outcome.effective)
-        if outcome.entry.kind == KIND_GOOD_SET and outcome.good_set is not None:
-            self._build_candidate(outcome.entry)
-        if outcome.restored is not None:
-            self.statusBar().showMessage(
-                f"{outcome.restored.product}: {outcome.restored.version} is active again "
-                f"(the image left the good set)", 15000)
-            self._refresh_models()
-        emit(self.decisionWritten, outcome)
-
-    def _rejected(self, entry: PendingWrite, reason: str) -> None:
-        self._mine = [mine for mine in self._mine if mine.client_id != entry.client_id]
-        if entry.kind == KIND_GOOD_SET and entry.kept_as:
-            Path(entry.kept_as).unlink(missing_ok=True)
-        self._refresh_unsaved_view(entry.item_id)
-        self._error(f"The database refused {entry.describe()}: {reason}")
-        emit(self.decisionRejected, entry, reason)
-
-    def _unsaved_changed(self) -> None:
-        count = self.outbox.count
-        if count == 0:
-            self.unsaved.setText("All decisions saved")
-            self.unsaved.setStyleSheet("")
-            self.unsaved.setToolTip("")
-            self.banner.hide()
-            return
-        waiting = self.outbox.waiting_s
-        reason = self.outbox.reason()
-        text = f"⚠ {count} decision{'s' if count != 1 else ''} not yet saved"
-        self.unsaved.setText(text)
-        self.unsaved.setStyleSheet("color: #1a1d21; background: #e3b341; padding: 1px 6px; font-weight: bold;")
-        self.unsaved.setToolTip("Kept and retried until the database takes them"
-                                + (f" ({reason}; {self.outbox.last_error})" if reason else "")
-                                + (f"\n{self.outbox.journal_error}" if self.outbox.journal_error else ""))
-        self.banner.setText(f"{text}: {reason}, retrying. Keep working; nothing is lost." if waiting is not None
-                            else f"{text}: saving…")
-        self.banner.show()
-
-    def _edit_comment(self) -> None:
-        self.decision_bar.comment.setFocus()
-
-    def _edit_tag(self) -> None:
-        self.decision_bar.tag.setFocus()
-        self.decision_bar.tag.lineEdit().selectAll()
-
-    # --- the good set and model versions ------------------------------------------------------
-
-    def add_to_good_set(self) -> None:
-        """Good part + add the image to the product's good set (quality engineers; asks first)."""
-        row = self.current_row()
-        if row is None:
-            return
-        if not self.person.may(ROLE_QUALITY_ENGINEER):
-            self._error(f"{self.person.name} may not change a product's good set (quality engineer role)")
-            return
-        if row.verdict == VERDICT_ERROR:
-            self.inform("Not added to the good set",
-                        f"{row.file_name} could not be scored (ERROR): it cannot join the good set.")
-            return
-        if not self._may_redecide(row):
-            return
-        self.reads.submit(
-            lambda: check_image(self.config, self.db, self.store, row.product, row.verdict, Path(row.source_image)),
-            lambda check: self._confirm_good_set(row, check),
-            lambda exc: self.inform("Not added to the good set", f"{row.file_name}: {exc}"))
-
-    def _confirm_good_set(self, row: QueueRow, check: GoodSetCheck) -> None:
-        score = "n/a" if row.normalized_score is None else f"{row.normalized_score:.2f} × threshold"
-        if not self.confirm(
-                "Add to the good set?",
-                f"Add {row.file_name} to the good set of {row.product}?\n\nThe machine said {row.verdict} ({score}). "
-                f"This records “Good part” and builds a candidate model: {check.active_version} + this image. "
-                f"The candidate scores nothing until a quality engineer activates it after seeing its threshold "
-                "and how many queue items it would change.",
-                "&Add to the good set"):
-            return
-        try:
-            tag, comment = self.decision_bar.take_inputs()
-            kept = keep_image(self.config, row.product, Path(row.source_image), row.item_id)
-        except (UnknownTag, OSError) as exc:
-            self.inform("Not added to the good set", str(exc))
-            return
-        self._submit(new_good_set(row, self.person.name, check, str(kept), tag, comment))
-        if self.current_row() is not None and self.current_row().item_id == row.item_id:
-            self.advance()
-
-    def _build_candidate(self, entry: PendingWrite) -> None:
-        product = entry.product or ""
-        self.jobs.start(
-            f"Building a candidate model of {product} with {entry.file_name}…",
-            lambda progress: build_candidate(self.config, self.db, self.store, product, entry.operator,
-                                             progress=progress, enroll=self._enroll),
-            self._candidate_ready,
-            lambda exc: self._error(f"The candidate model of {product} was not built: {exc}"))
-
-    def _candidate_ready(self, candidate: Candidate) -> None:
-        self.statusBar().showMessage(
-            f"{candidate.product}: candidate {candidate.version} is ready ({candidate.base_version} stays active "
-            "until it is activated)", 15000)
-        intro = (f"<b>Candidate {candidate.version}</b> of {candidate.product}: {candidate.base_version} + "
-                 f"{', '.join(candidate.images)}. Threshold {candidate.base_threshold:.4g} → {candidate.threshold:.4g}. "
-                 f"It scores nothing until you activate it; {candidate.base_version} stays active meanwhile.")
-        dialog = self.show_models(candidate.product, focus=candidate.version, intro=intro)
-        if dialog is not None:
-            dialog.loaded.connect(dialog.preview_selected, Qt.ConnectionType.SingleShotConnection)
-        emit(self.candidateReady, candidate)
-
-    def show_models(self, product: str | None = None, focus: str | None = None,
-                    intro: str = "") -> ModelsDialog | None:
-        """The model versions of *product* (default: the current item's)."""
-        row = self.current_row()
-        product = product or (row.product if row is not None else None) or next(iter(self.store.products()), None)
-        if product is None:
-            self._error(f"No product has a model in {self.config.store_dir}")
-            return None
-        if self.models_dialog is not None:
-            self.models_dialog.close()
-        self.models_dialog = ModelsDialog(self.config, self.db, self.person, product, reads=self.reads,
-                                          jobs=self.jobs, focus_version=focus, intro=intro, parent=self)
-        self.models_dialog.activated.connect(
-            lambda name, version: self.statusBar().showMessage(
-                f"{name}: {version} is active; the daemon scores with it from its next batch", 15000))
-        self.models_dialog.show()
-        return self.models_dialog
-
-    def _refresh_models(self) -> None:
-        if self.models_dialog is not None and self.models_dialog.isVisible():
-            self.models_dialog.reload()
-
     def show_shortcuts(self) -> ShortcutsDialog:
         dialog = ShortcutsDialog(self.specs, self.actions, self)
         dialog.show()
         return dialog
-
-    # --- live updates -----------------------------------------------------------------------
-
-    def _submit_poll(self, done: Callable[[], None]) -> None:
-        queue_filter, marks, force = self.model.queue_filter, self._marks, self._force_poll
-        self._force_poll = False
-
-        def arrived(result: PollResult) -> None:
-            done()
-            self._poll_arrived(queue_filter, result)
-
-        def failed(exc: BaseException) -> None:
-            done()
-            self._force_poll = True
-            self.live.setText("Database unavailable")
-            self.live.setToolTip(str(exc))
-
-        self.reads.submit(lambda: poll(self.db, queue_filter, marks, force), arrived, failed)
-
-    def _poll_arrived(self, queue_filter: QueueFilter, result: PollResult) -> None:
-        if queue_filter != self.model.queue_filter:
-            self._force_poll = True  # answer for an old filter: ask again
-            return
-        self._marks = result.marks
-        self.live.setText(f"Live · {datetime.now().strftime('%H:%M:%S')}")
-        self.live.setToolTip("")
-        if not result.changed:
-            return
-        added = self.model.merge_new(result.new_rows)
-        self.model.set_reviews(result.reviews or {})
-        if result.counts is not None:
-            self.filters.set_counts(result.counts)
-            self.counts.setText("   ".join(f"{STATE_LABELS[name]}: {number:,}" for name, number in result.counts.items()))
-        self.filters.set_options(result.products, result.stations)
-        self.stats.set_products(result.products)
-        self._load_stats()
-        if self.done and added:
-            self.advance()  # new items arrived after "queue done"
-
-    # --- statistics and export --------------------------------------------------------------
-
-    def _load_stats(self, *_changed: object) -> None:
-        product = self.stats.product.currentText()
-        if self.tabs.currentWidget() is not self.stats or not product:
-            return
-        queue_filter = QueueFilter(review_state=STATE_ALL, product=product,
-                                   band=self.config.review.band_below_threshold)
-        self.reads.submit(lambda: (score_sample(self.db, product), review_counts(self.db, queue_filter)),
-                          lambda loaded: self.stats.set_data(*loaded),
-                          lambda exc: self._error(f"Cannot load statistics: {exc}"))
-
-    def export_to(self, path: Path) -> None:
-        """Export the current filter to *path* in the background; ``exported`` follows."""
-        queue_filter = self.model.queue_filter
-
-        def done(count: int) -> None:
-            self.statusBar().showMessage(f"Exported {count:,} rows of the current filter to {path}", 10000)
-            emit(self.exported, count)
-
-        self.reads.submit(lambda: export_csv(self.db, queue_filter, path), done,
-                          lambda exc: self._error(f"Export failed: {exc}"))
-
-    def filter_description(self) -> str:
-        """The current filter in words (for the export dialog)."""
-        bar = self.filters
-        parts = [bar.state.currentText(), bar.product.currentText(), bar.station.currentText(),
-                 bar.verdict.currentText(), bar.time.currentText(), bar.sort.currentText()]
-        return ", ".join(part for part in parts if part)
-
-    def _ask_export(self) -> None:
-        name = f"inspectd-review-{datetime.now():%Y%m%d-%H%M}.csv"
-        path, _ = QFileDialog.getSaveFileName(
-            self, f"Export the current filter ({self.filter_description()}) to CSV", name, "CSV files (*.csv)")
-        if path:
-            self.export_to(Path(path))
 
     # --- misc ---------------------------------------------------------------------------------
 
@@ -805,65 +499,3 @@ class MainWindow(QMainWindow):
         self.jobs.wait(timeout_ms)
         self._writer_db.close()
 
-    def ask_unsaved(self, count: int) -> str:
-        """What to do with unsaved decisions at closing time: "wait", "keep" or "cancel"
-        (tests replace this)."""
-        box = QMessageBox(QMessageBox.Icon.Warning, "Decisions not yet saved",
-                          f"{count} decision{'s are' if count != 1 else ' is'} not saved in the database yet"
-                          + (f": {self.outbox.reason()}" if self.outbox.reason() else "") + ".", parent=self)
-        wait = box.addButton("&Wait until saved, then close", QMessageBox.ButtonRole.AcceptRole)
-        keep = None
-        if self.outbox.journal_error is None:
-            box.setInformativeText("Closing now keeps them on this PC: they are sent when the review app starts "
-                                   "here again. Nothing is lost either way.")
-            keep = box.addButton("&Close now, keep them", QMessageBox.ButtonRole.DestructiveRole)
-        else:
-            box.setInformativeText(f"They cannot be kept after closing: {self.outbox.journal_error}")
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(wait)
-        box.exec()
-        clicked = box.clickedButton()
-        return "wait" if clicked is wait else "keep" if keep is not None and clicked is keep else "cancel"
-
-    def _wait_then_close(self) -> None:
-        progress = QProgressDialog("Saving decisions… (the database is busy)", "Don't close", 0, 0, self)
-        progress.setWindowTitle("Saving decisions")
-        progress.setMinimumDuration(0)
-        progress.setModal(True)
-        self._closing_after_save = True
-
-        def check() -> None:
-            if not self._closing_after_save:
-                return
-            if self.outbox.count == 0:
-                progress.close()
-                self.close()
-            else:
-                progress.setLabelText(f"Saving {self.outbox.count} decision(s)… "
-                                      f"{self.outbox.reason() or 'the database is busy'}")
-                QTimer.singleShot(200, check)
-
-        def cancelled() -> None:
-            self._closing_after_save = False
-
-        progress.canceled.connect(cancelled)
-        progress.show()
-        QTimer.singleShot(0, check)
-
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt name
-        if self.outbox.count:
-            answer = self.ask_unsaved(self.outbox.count)
-            if answer == "wait":
-                event.ignore()
-                self._wait_then_close()
-                return
-            if answer != "keep":
-                event.ignore()
-                return
-        if self.jobs.running and not self.confirm(
-                "Model work running", "A candidate model is being built; it finishes before the app closes.",
-                "&Close when it is done"):
-            event.ignore()
-            return
-        self.shutdown(timeout_ms=10 * 60 * 1000 if self.jobs.running else 10000)
-        event.accept()

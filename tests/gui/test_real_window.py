@@ -203,7 +203,7 @@ def test_an_operator_session_in_a_real_window(x_session: Session, plant: Path) -
         s.shot("lock-released-saved")
 
         s.keys("g")  # the current item is a defect image: add it to the good set
-        confirm = s.wait_window("Add to the good set")
+        s.wait_window("Add to the good set")
         s.shot("good-set-confirmation")
         s.keys("alt+a")
         s.wait_window("Model versions: tiles", timeout=120)

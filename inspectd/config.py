@@ -122,8 +122,10 @@ class DaemonSettings:
     batch_size: int = 8
     max_attempts: int = 3
     save_anomaly_maps: bool = True
-    # Bytes of taken-in images kept in memory until they are scored (MiB).
+    # Bytes of taken-in images kept in memory until they are scored (MiB), and on disk
+    # until their row is written (so a file overwritten while queued survives a crash).
     intake_buffer_mb: int = 256
+    spool_dir: Path = Path("/var/lib/inspectd/spool")
     # Status file and folder locks (systemd's RuntimeDirectory=inspectd).
     runtime_dir: Path = Path("/run/inspectd")
     # SIGTERM: unfinished work is handed back within this time (the unit allows 60 s).

@@ -2,7 +2,8 @@
 
 A landed file was read once by the settle tracker: its hash is taken from those
 bytes, the item is recorded with that hash and the file's identity, and the bytes
-wait in memory (up to a budget) for the worker, which scores exactly them. A refused
+wait in memory (up to a budget) and in the spool for the worker, which scores
+exactly them. A refused
 path (link, FIFO, device, unreadable, undecodable name) is recorded with its error
 row at once, so that nothing that lands goes unrecorded.
 """
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import WatchFolder
-from ..db import Database
+from ..db import STATE_PENDING, STATE_SCORING, Database
 from ..hashing import bytes_sha256
 from .landing import Signature, display_path
 from .settle import Landed, Refused
+from .spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,11 @@ def matches(folder: WatchFolder, path: Path) -> bool:
 
 @dataclass(frozen=True)
 class Content:
-    """The bytes an item was taken in with, and the file's signature at the time."""
+    """The bytes an item was taken in with, and the file's signature at the time
+    (None when the file on disk is no longer the one those bytes came from)."""
 
     data: bytes
-    signature: Signature
+    signature: Signature | None
 
 
 class ContentCache:
@@ -73,17 +76,22 @@ class ContentCache:
         return content
 
 
-def take_in(db: Database, outcome: Landed | Refused, cache: ContentCache) -> int | None:
+def take_in(db: Database, outcome: Landed | Refused, cache: ContentCache, spool: Spool) -> int | None:
     """Record one outcome of the settle tracker; returns the new item id, or None when
     the file was already recorded. DatabaseError propagates (nothing is recorded)."""
     signature = outcome.signature if isinstance(outcome, Refused) else outcome.snapshot.signature
     digest = bytes_sha256(outcome.snapshot.data) if isinstance(outcome, Landed) else None
     name = display_path(outcome.path)
     error = f"{name}: {outcome.reason}" if isinstance(outcome, Refused) else None
+    if digest is not None:
+        spool.put(name, digest, outcome.snapshot.data)
     item_id, created = db.add_item(name, signature.size, signature.mtime_ns, digest, outcome.folder.product,
                                    outcome.folder.station, ctime_ns=signature.ctime_ns, inode=signature.inode,
                                    error=error)
     if not created:
+        known = db.get_item(item_id)
+        if known is None or known.state not in (STATE_PENDING, STATE_SCORING):
+            spool.discard(name, digest)  # recorded long ago: nothing waits for these bytes
         return None
     if error is not None:
         log.error("item %d: %s", item_id, error)

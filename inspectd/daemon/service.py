@@ -31,6 +31,7 @@ from .landing import display_path, signature
 from .pauses import Pauses
 from .runtime import FolderLocks, runtime_dir, status_path, write_status
 from .settle import SettleTracker
+from .spool import Spool
 from .watcher import FolderWatcher, scan
 from .worker import DiskFullError, ScoringWorker
 
@@ -92,7 +93,8 @@ class Daemon:
         self.status_file = status_path(self.config, create=True)
         self.install_signal_handlers()
         device = resolve_device(self.config.device)
-        self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.retake)
+        self.spool = Spool(self.config.daemon.spool_dir)
+        self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.spool, self.retake)
         self.worker.warm_up({folder.product for folder in self.config.watch})
         self.watcher.start()
         sdnotify.ready()
@@ -199,6 +201,7 @@ class Daemon:
         if requeued or failed:
             log.warning("resumed after an interruption: %d items requeued, %d failed after %d attempts",
                         requeued, failed, self.config.daemon.max_attempts)
+        self.spool.sweep(db.queued_contents())
         self.db = self.worker.db = db
         self.next_reconcile = 0.0
 
@@ -206,7 +209,7 @@ class Daemon:
         outcomes = self.tracker.ready()
         for index, outcome in enumerate(outcomes):
             try:
-                if take_in(self.db, outcome, self.cache) is not None:
+                if take_in(self.db, outcome, self.cache, self.spool) is not None:
                     self.work_pending = True
             except DatabaseError:
                 for unrecorded in outcomes[index:]:  # looked at again once the database is back

@@ -30,13 +30,14 @@ from ..active import active_version
 from ..config import Config, WatchFolder
 from ..db import Database, DuplicateResultError
 from ..db.records import ItemRecord
-from ..errors import DatabaseError, ImageError, InspectdError
+from ..errors import ImageError, InspectdError
 from ..hashing import bytes_sha256
 from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult
 from ..store import ModelStore
 from .intake import Content, ContentCache
-from .landing import Changed, Unreadable, Vanished, read_whole, signature
+from .spool import Spool
+from .landing import Changed, Signature, Unreadable, Vanished, read_whole, signature
 from .models import ModelKeeper
 from .outputs import destination, output_paths, relocate
 
@@ -58,13 +59,19 @@ class _Action:
     content: Content | None = None  # ... if it is still the file that was read
 
 
+def _same_file(item: ItemRecord, current: Signature | None) -> bool:
+    """Whether the file on disk is still the one the item was taken in from."""
+    return current is not None and (current.size, current.mtime_ns, current.ctime_ns, current.inode) == (
+        item.size, item.mtime_ns, item.ctime_ns, item.inode)
+
+
 class ScoringWorker:
     def __init__(self, config: Config, db: Database | None, device: torch.device,
-                 folder_of: Callable[[ItemRecord], WatchFolder | None], cache: ContentCache,
+                 folder_of: Callable[[ItemRecord], WatchFolder | None], cache: ContentCache, spool: Spool,
                  retake: Callable[[Path, WatchFolder], None]):
         self.config, self.db, self.device = config, db, device
         self.folder_of = folder_of
-        self.cache = cache
+        self.cache, self.spool = cache, spool
         self.retake = retake  # a path whose content changed: let intake look at it again
         self._cpu_only: set[str] = set()
         self._unregistered: dict[tuple[str, str], ProductModel] = {}
@@ -111,6 +118,7 @@ class ScoringWorker:
             except DuplicateResultError:  # written before, though the reply was lost
                 log.warning("item %d already had its result recorded", action.item.id)
             self.unrecorded.pop(0)
+            self.spool.discard(action.item.path, action.item.sha256)
             self._relocate(action)
 
     def _register_models(self) -> None:
@@ -173,7 +181,7 @@ class ScoringWorker:
         left in place and taken in again."""
         if action.source is None or action.content is None or action.target == action.source:
             return
-        if signature(action.source) != action.content.signature:
+        if action.content.signature is None or signature(action.source) != action.content.signature:
             log.warning("%s changed after it was read; left in place and taken in again", action.source)
             folder = self.folder_of(action.item)
             if folder is not None:
@@ -220,6 +228,9 @@ class ScoringWorker:
             return cached
         path = Path(item.path)
         current = signature(path)
+        spooled = self.spool.get(item.path, item.sha256)
+        if spooled is not None and bytes_sha256(spooled) == item.sha256:  # taken in before a restart
+            return Content(spooled, current if _same_file(item, current) else None)
         try:
             if current is None:
                 raise Vanished()

@@ -108,6 +108,16 @@ class ItemOperations(SessionScope):
 
         return self._read("known_identities", lookup) if wanted else set()
 
+    def queued_contents(self) -> set[tuple[str, str]]:
+        """(path, content hash) of the items waiting to be scored (pending or scoring)."""
+
+        def lookup(session: Session) -> set[tuple[str, str]]:
+            query = select(Item.path, Item.sha256).where(Item.state.in_((STATE_PENDING, STATE_SCORING)),
+                                                         Item.sha256.is_not(None))
+            return {(path, digest) for path, digest in session.execute(query)}
+
+        return self._read("queued_contents", lookup)
+
     def get_item(self, item_id: int) -> ItemRecord | None:
         """The item with *item_id*, or None."""
 

@@ -22,7 +22,7 @@ class ItemRecord:
     file_name: str
     size: int
     mtime_ns: int
-    sha256: str
+    sha256: str | None
     product: str
     station: str
     state: str
@@ -30,6 +30,8 @@ class ItemRecord:
     discovered_at: datetime
     claimed_at: datetime | None
     last_error: str | None
+    ctime_ns: int | None = None
+    inode: int | None = None
 
     @classmethod
     def from_row(cls, row: Item) -> ItemRecord:
@@ -37,7 +39,7 @@ class ItemRecord:
             id=row.id, path=row.path, file_name=row.file_name, size=row.size, mtime_ns=row.mtime_ns,
             sha256=row.sha256, product=row.product, station=row.station, state=row.state,
             attempts=row.attempts, discovered_at=row.discovered_at, claimed_at=row.claimed_at,
-            last_error=row.last_error,
+            last_error=row.last_error, ctime_ns=row.ctime_ns, inode=row.inode,
         )
 
 

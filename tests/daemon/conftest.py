@@ -46,6 +46,7 @@ settle_seconds = 0.2
 incomplete_seconds = 3.0
 reconcile_seconds = 2.0
 runtime_dir = "{tmp_path / 'run'}"
+spool_dir = "{tmp_path / 'spool'}"
 
 [[watch]]
 path = "{drop}"

@@ -14,17 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inspectd.db import open_database
+from inspectd.simulation import SMALL_PRODUCT_DEFAULTS
 
 PRODUCT = "part"
-DEFAULTS = """
-[defaults]
-backbone = "resnet18"
-weights = "random"
-size = 64
-coreset_ratio = 0.2
-false_alarm_rate = 0.2
-batch_size = 8
-"""
+DEFAULTS = SMALL_PRODUCT_DEFAULTS
 
 
 @dataclass

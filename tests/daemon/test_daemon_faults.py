@@ -21,6 +21,7 @@ from inspectd.daemon import worker as worker_module
 from inspectd.daemon.intake import take_in
 from inspectd.daemon.runtime import status_path
 from inspectd.daemon.service import RESULTS_DISK, Daemon
+from inspectd.daemon.spool import Spool
 from inspectd.db import open_database
 from inspectd.enroll import enroll
 from inspectd.model import ProductModel
@@ -34,8 +35,9 @@ def make_daemon(env: DaemonEnv, **daemon_settings) -> Daemon:
     daemon = Daemon(config, str(env.config_path))
     daemon.db = open_database(config.database_url)
     daemon.status_file = status_path(config, create=True)
+    daemon.spool = Spool(config.daemon.spool_dir)
     daemon.worker = worker_module.ScoringWorker(config, daemon.db, torch.device("cpu"), daemon.folder_of,
-                                                daemon.cache, daemon.retake)
+                                                daemon.cache, daemon.spool, daemon.retake)
     return daemon
 
 
@@ -44,7 +46,7 @@ def intake_all(daemon: Daemon) -> None:
     deadline = time.monotonic() + 10
     while len(daemon.tracker) and time.monotonic() < deadline:
         for outcome in daemon.tracker.ready():
-            take_in(daemon.db, outcome, daemon.cache)
+            take_in(daemon.db, outcome, daemon.cache, daemon.spool)
         time.sleep(0.05)
 
 

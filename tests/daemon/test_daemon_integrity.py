@@ -12,10 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import sqlite3
 import stat
-import struct
 import subprocess
 import sys
 import threading
@@ -24,13 +22,15 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from daemon_support import PRODUCT, DaemonEnv, copy_as
 from inspectd.config import load_config
 from inspectd.enroll import enroll
 from inspectd.model import ProductModel
+from inspectd.simulation import (WITHOUT_FILE_OVERRIDE, encode, fill_disk, hold_sqlite_lock, jpeg_claiming,
+                                 jpeg_with_thumbnail, mount_tmpfs, odd_entries, peak_rss_mb, replace_atomically,
+                                 unmount, write_in_chunks)
 from inspectd.store import ModelStore
 from inspectd.synthetic import generate_images
 
@@ -42,31 +42,7 @@ def sha256(data: bytes) -> str:
 
 
 def encoded(image_path: Path, extension: str, params: list[int] | None = None) -> bytes:
-    ok, data = cv2.imencode(extension, cv2.imread(str(image_path)), params or [])
-    assert ok
-    return data.tobytes()
-
-
-def write_in_chunks(path: Path, data: bytes, cuts: list[int], pause: float, *, keep_open: bool = True,
-                    mtime_back: float | None = None) -> None:
-    """Write `data` like a slow camera: up to each cut, then a pause. With keep_open
-    the writer holds the file open throughout; else it reopens for every chunk."""
-    bounds = [0, *cuts, len(data)]
-    handle = path.open("wb") if keep_open else None
-    for start, end in zip(bounds, bounds[1:]):
-        if handle is None:
-            with path.open("ab" if start else "wb") as chunk_handle:
-                chunk_handle.write(data[start:end])
-        else:
-            handle.write(data[start:end])
-            handle.flush()
-        if mtime_back is not None:  # a camera whose clock is far behind
-            past = time.time() - mtime_back
-            os.utime(path, (past, past))
-        if end < len(data):
-            time.sleep(pause)
-    if handle is not None:
-        handle.close()
+    return encode(cv2.imread(str(image_path)), extension, params)
 
 
 def rows_by_name(rows: list[dict]) -> dict[str, list[dict]]:
@@ -100,11 +76,8 @@ def test_slow_writers_of_every_format_get_one_scored_row_each(daemon_env: Daemon
                           'network_share = true\n')
     daemon_env.set_daemon(poll_seconds=0.2)
     source = sample_images[6]
-    jpeg = encoded(source, ".jpg")
-    thumbnail = encoded(sample_images[0], ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 30])
-    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00" + thumbnail
-    app1 = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
-    thumbnail_jpeg = jpeg[:2] + app1 + jpeg[2:]
+    thumbnail_jpeg, after_thumbnail = jpeg_with_thumbnail(
+        encoded(source, ".jpg"), encoded(sample_images[0], ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 30]))
     bmp = bytearray(encoded(source, ".bmp"))
     bmp[2:6] = bytes(4)  # a size field left at zero
     writers = {  # name: (bytes, cut points, keep open, old clock, folder)
@@ -112,7 +85,7 @@ def test_slow_writers_of_every_format_get_one_scored_row_each(daemon_env: Daemon
         "chunks_reopened.tiff": (encoded(source, ".tiff"), [300, 9000], False, None, daemon_env.drop),
         "empty_then_filled.png": (source.read_bytes(), [0], False, None, daemon_env.drop),
         "four_bytes_first.png": (source.read_bytes(), [4], True, None, daemon_env.drop),
-        "thumbnail.jpg": (thumbnail_jpeg, [2 + len(app1)], False, None, daemon_env.drop),
+        "thumbnail.jpg": (thumbnail_jpeg, [after_thumbnail], False, None, daemon_env.drop),
         "wrong_size_field.bmp": (bytes(bmp), [54, 9000], False, None, daemon_env.drop),
         "old_clock.png": (source.read_bytes(), [200, 2000], False, 3600.0, daemon_env.drop),
         "on_share.png": (source.read_bytes(), [8, 3000], False, None, share),
@@ -183,9 +156,7 @@ def test_an_overwritten_latest_png_never_gets_another_images_score(daemon_env: D
     time.sleep(0.4)
     latest.write_bytes(first)  # taken in behind the backlog ...
     daemon_env.wait_for(lambda: "latest.png" in str(_item_paths(daemon_env)), "latest.png taken in")
-    tmp = daemon_env.drop / ".latest.tmp"
-    tmp.write_bytes(second)
-    os.replace(tmp, latest)  # ... and replaced before its turn
+    replace_atomically(latest, second)  # ... and replaced before its turn
     rows = settled_db_rows(daemon_env, len(backlog) + 2)
     assert daemon_env.stop(proc) == 0
     latest_rows = rows_by_name(rows)["latest.png"]
@@ -198,6 +169,31 @@ def test_an_overwritten_latest_png_never_gets_another_images_score(daemon_env: D
         assert buffer_mb == 0 and "replaced before it could be scored" in first_row["error"]
     else:
         assert first_row["raw_score"] == pytest.approx(expected["first"], rel=1e-5)
+
+
+def test_a_latest_png_overwritten_while_the_daemon_is_down_is_still_scored(daemon_env: DaemonEnv,
+                                                                          sample_images: list[Path],
+                                                                          model_store: Path) -> None:
+    proc = daemon_env.start()
+    daemon_env.wait_ready()
+    first, second = sample_images[1].read_bytes(), sample_images[8].read_bytes()
+    backlog = [copy_as(sample_images[i % 10], daemon_env.drop / f"queue_{i:02d}.png") for i in range(80)]
+    time.sleep(0.4)
+    latest = daemon_env.drop / "latest.png"
+    latest.write_bytes(first)
+    daemon_env.wait_for(lambda: "latest.png" in str(_item_paths(daemon_env)), "latest.png taken in", every=0.02)
+    proc.kill()  # queued, its bytes in memory and in the spool only ...
+    proc.wait(timeout=10)
+    assert not [r for r in daemon_env.results() if r["path"] == str(latest)], "scored before the kill"
+    replace_atomically(latest, second)  # ... when the camera overwrites it
+    proc = daemon_env.start()
+    rows = settled_db_rows(daemon_env, len(backlog) + 2, timeout=180)
+    assert daemon_env.stop(proc) == 0
+    expected = offline_scores(model_store, {"first": first, "second": second})
+    by_hash = {row["sha256"]: row for row in rows_by_name(rows)["latest.png"]}
+    assert by_hash[sha256(first)]["raw_score"] == pytest.approx(expected["first"], rel=1e-5)
+    assert by_hash[sha256(second)]["raw_score"] == pytest.approx(expected["second"], rel=1e-5)
+    assert not list((daemon_env.root / "spool").iterdir())  # nothing left behind once recorded
 
 
 def _item_paths(env: DaemonEnv) -> list[str]:
@@ -233,35 +229,13 @@ def test_a_restart_scores_new_content_with_the_same_name_size_and_mtime(daemon_e
 # -- 6, 7, 8: names, links, special files, unreadable files, decode bombs ---------------------
 
 
-def _odd_entries(folder: Path, image: bytes, outside: Path) -> dict[str, str]:
-    """Create what an SMB share or a careless script leaves; returns display name -> expected words."""
-    odd = os.fsencode(str(folder)) + b"/cam_\xe9.png"
-    with open(odd, "wb") as handle:
-        handle.write(image)
-    (folder / "loop.png").symlink_to(folder / "loop.png")
-    (folder / "outside.png").symlink_to(outside)
-    (folder / "inside_link.png").symlink_to(folder / "real.png")
-    (folder / "real.png").write_bytes(image)
-    os.mkfifo(folder / "pipe.png")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(folder / "sock.png"))
-    expected = {"cam_\\xe9.png": "not valid UTF-8", "loop.png": "symbolic link", "outside.png": "symbolic link",
-                "inside_link.png": "symbolic link", "pipe.png": "FIFO", "sock.png": "socket"}
-    try:
-        os.mknod(folder / "device.png", stat.S_IFCHR | 0o600, os.makedev(1, 3))
-        expected["device.png"] = "device file"
-    except PermissionError:
-        pass
-    return expected
-
-
 def test_odd_names_links_and_special_files_get_error_rows_and_never_stop_the_daemon(
         daemon_env: DaemonEnv, sample_images: list[Path], tmp_path: Path) -> None:
     image = sample_images[0].read_bytes()
     outside = tmp_path / "elsewhere.png"
     outside.write_bytes(image)
     before = daemon_env.drop / "before"
-    expected = _odd_entries(daemon_env.drop, image, outside)  # there at start-up: the scan finds them
+    expected = odd_entries(daemon_env.drop, image, outside)  # there at start-up: the scan finds them
     proc = daemon_env.start()
     rows = settled_db_rows(daemon_env, len(expected) + 1)
     arriving = daemon_env.drop / "later"
@@ -269,7 +243,7 @@ def test_odd_names_links_and_special_files_get_error_rows_and_never_stop_the_dae
     daemon_env.add_config(f'\n[[watch]]\npath = "{arriving}"\nproduct = "{PRODUCT}"\nstation = "cam2"\n')
     proc.send_signal(__import__("signal").SIGHUP)
     daemon_env.wait_for(lambda: "configuration reloaded" in daemon_env.log(), "reload")
-    later = _odd_entries(arriving, image, outside)  # arriving while it runs: events find them
+    later = odd_entries(arriving, image, outside)  # arriving while it runs: events find them
     rows = settled_db_rows(daemon_env, 2 * (len(expected) + 1))
     assert proc.poll() is None, daemon_env.log()[-3000:]
     assert daemon_env.stop(proc) == 0
@@ -297,7 +271,7 @@ def test_an_unreadable_file_gets_a_permission_denied_row_counted_by_status(daemo
     locked.chmod(0)
     fine = copy_as(sample_images[1], daemon_env.drop / "fine.png")
     # As root, drop the capabilities that read any file: the daemon is an ordinary user here.
-    proc = daemon_env.start(wrapper=("setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"))
+    proc = daemon_env.start(wrapper=WITHOUT_FILE_OVERRIDE)
     rows = settled_db_rows(daemon_env, 2)
     status = daemon_env.status()
     assert daemon_env.stop(proc) == 0
@@ -309,25 +283,14 @@ def test_an_unreadable_file_gets_a_permission_denied_row_counted_by_status(daemo
     assert fine.exists() and locked.exists()
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_a_decode_bomb_is_refused_from_its_header_without_the_memory(daemon_env: DaemonEnv,
                                                                      sample_images: list[Path]) -> None:
-    data = bytearray(encoded(sample_images[0], ".jpg"))
-    position = 2
-    while data[position + 1] != 0xC0:
-        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
-    data[position + 5:position + 9] = struct.pack(">HH", 30000, 30000)
+    data = jpeg_claiming(encoded(sample_images[0], ".jpg"), 30000, 30000)
     proc = daemon_env.start()
     daemon_env.wait_ready()
-    (daemon_env.drop / "bomb.jpg").write_bytes(bytes(data))
+    (daemon_env.drop / "bomb.jpg").write_bytes(data)
     [row] = settled_db_rows(daemon_env, 1)
-    peak = _peak_rss_mb(proc.pid)
+    peak = peak_rss_mb(proc.pid)
     assert daemon_env.stop(proc) == 0
     assert row["verdict"] == "ERROR" and "declares 30000x30000" in row["error"] and len(data) < 10_000
     assert peak < 1500, f"peak RSS {peak:.0f} MB"
@@ -336,22 +299,12 @@ def test_a_decode_bomb_is_refused_from_its_header_without_the_memory(daemon_env:
 # -- 9, 11, 12: a long database lock, SIGTERM under a lock, pauses in status -------------------
 
 
-def hold_lock(database_url: str, seconds: float) -> subprocess.Popen:
-    """Another program holding SQLite's write lock (BEGIN EXCLUSIVE) for `seconds`."""
-    holder = subprocess.Popen([sys.executable, "-c", f"""
-import sqlite3, sys, time
-connection = sqlite3.connect({database_url.removeprefix("sqlite:///")!r}, timeout=30, isolation_level=None)
-connection.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-time.sleep({seconds})
-connection.execute("ROLLBACK")
-"""], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "locked"
-    return holder
+def sqlite_file(env: DaemonEnv) -> Path:
+    return Path(env.database_url.removeprefix("sqlite:///"))
 
 
 def _states(env: DaemonEnv) -> Counter:
-    with sqlite3.connect(env.database_url.removeprefix("sqlite:///")) as connection:
+    with sqlite3.connect(sqlite_file(env)) as connection:
         return Counter(state for (state,) in connection.execute("SELECT state FROM items"))
 
 
@@ -362,7 +315,7 @@ def test_a_long_database_lock_pauses_visibly_and_strands_nothing(daemon_env: Dae
     daemon_env.wait_ready()
     files = [copy_as(sample_images[i % 10], daemon_env.drop / f"burst_{i:02d}.png") for i in range(24)]
     daemon_env.wait_for(lambda: len(daemon_env.results()) >= 3, "the burst to start")
-    holder = hold_lock(daemon_env.database_url, 40)
+    holder = hold_sqlite_lock(sqlite_file(daemon_env), 40)
     paused = daemon_env.wait_for(
         lambda: [p for p in daemon_env.status()["service"]["pauses"] if "database locked" in p["message"]],
         "the pause to show in inspectd status", timeout=30)
@@ -384,7 +337,7 @@ def test_sigterm_under_a_database_lock_is_bounded_and_truthful(daemon_env: Daemo
     daemon_env.wait_ready()
     files = [copy_as(sample_images[i % 10], daemon_env.drop / f"t_{i:02d}.png") for i in range(30)]
     daemon_env.wait_for(lambda: len(daemon_env.results()) >= 4, "scoring to start")
-    holder = hold_lock(daemon_env.database_url, 60)
+    holder = hold_sqlite_lock(sqlite_file(daemon_env), 60)
     time.sleep(3)  # the batch in hand is scored, and cannot be recorded
     started = time.monotonic()
     assert daemon_env.stop(proc, timeout=60) == 0
@@ -411,35 +364,16 @@ def test_sigterm_under_a_database_lock_is_bounded_and_truthful(daemon_env: Daemo
 def small_disks(tmp_path: Path):
     """Two small tmpfs mounts (database, results); skipped where mounting is not allowed."""
     mounts = []
-    for name, size in (("dbdisk", "3m"), ("resultsdisk", "3m")):
-        point = tmp_path / name
-        point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            for mounted in mounts:
-                subprocess.run(["umount", "-l", str(mounted)])
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root")
-        mounts.append(point)
+    for name in ("dbdisk", "resultsdisk"):
+        refused = mount_tmpfs(tmp_path / name, "3m")
+        if refused:
+            for point in mounts:
+                unmount(point)
+            pytest.skip(f"cannot mount a tmpfs here ({refused}); needs root")
+        mounts.append(tmp_path / name)
     yield mounts
     for point in mounts:
-        subprocess.run(["umount", "-l", str(point)])
-
-
-def fill(disk: Path) -> Path:
-    """Fill a disk to the last byte with one file; delete it to free the space."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        for size in (65536, 4096, 512, 1):
-            try:
-                while True:
-                    os.write(fd, bytes(size))
-            except OSError:
-                continue
-    finally:
-        os.close(fd)
-    return filler
+        unmount(point)
 
 
 def test_full_database_and_results_disks_pause_visibly_and_resume(daemon_env: DaemonEnv, sample_images: list[Path],
@@ -452,7 +386,7 @@ def test_full_database_and_results_disks_pause_visibly_and_resume(daemon_env: Da
     proc = daemon_env.start()
     copy_as(sample_images[0], daemon_env.drop / "before.png")
     daemon_env.wait_results(1)
-    filler = fill(db_disk)
+    filler = fill_disk(db_disk)
     names = [copy_as(sample_images[i], daemon_env.drop / f"dbfull_{i}.png").name for i in range(3)]
     daemon_env.wait_for(lambda: any("database disk full" in p["message"]
                                     for p in (daemon_env.status().get("service") or {}).get("pauses", [])),
@@ -464,7 +398,7 @@ def test_full_database_and_results_disks_pause_visibly_and_resume(daemon_env: Da
     assert proc.poll() is None, daemon_env.log()[-2000:]
     filler.unlink()
     settled_db_rows(daemon_env, 4)
-    filler = fill(results_disk)
+    filler = fill_disk(results_disk)
     names += [copy_as(sample_images[i], daemon_env.drop / f"resultsfull_{i}.png").name for i in range(3)]
     daemon_env.wait_for(lambda: any(p["reason"] == "results disk"
                                     for p in (daemon_env.status().get("service") or {}).get("pauses", [])),

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             fill(db, args.items, make_files(root))
         print(f"created {args.items:,} items with results in {time.perf_counter() - began:.1f} s ({root})")
         config = Config(database_url=url, store_dir=root / "models", results_dir=root / "results",
-                        enroll_dir=root / "enroll", review=ReviewSettings(operator="bench"))
+                        enroll_dir=root / "enroll", review=ReviewSettings(operator="bench", unsaved_dir=root / "unsaved"))
         with open_database(url, create=False) as db:
             unreviewed, by_score = QueueFilter(), QueueFilter(review_state=STATE_ALL, sort=SORT_SCORE, descending=True)
             first = poll(db, unreviewed, None)

@@ -2,8 +2,11 @@
 
 The configuration is found like the CLI finds it (``--config``, ``$INSPECTD_CONFIG``,
 ``./config.toml``, ``/etc/inspectd/config.toml``).  The database must exist already
-and have this inspectd's schema: the review app never creates or upgrades a schema;
-a newer schema is refused with a clear message.  Works with or without the daemon.
+and have this inspectd's schema: the review app never creates a database or changes
+a schema (a missing file is reported as missing, another schema version is refused
+with a clear message).  Then it asks who is working (``[review] operators``).  Works
+with or without the daemon.  When Qt's platform plugin cannot load (missing system
+libraries), it says which packages to install instead of letting Qt abort.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from collections.abc import Sequence
 
 from inspectd.config import Config, load_config
 from inspectd.db import SCHEMA_VERSION, Database, SchemaVersionError, create_db_engine, open_database
+from inspectd.db.engine import sqlite_file
 from inspectd.db.migrations import read_schema_version
-from inspectd.errors import InspectdError
+from inspectd.errors import DatabaseError, InspectdError
 
 log = logging.getLogger("inspectd.gui")
 
@@ -30,10 +34,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def check_schema(url: str) -> None:
-    """Refuse a database whose schema is not exactly this inspectd's, without changing it.
+    """Refuse a missing database, or one whose schema is not exactly this inspectd's,
+    without creating or changing anything.
 
-    (``open_database(create=False)`` would still upgrade an older schema.)
+    (``open_database(create=False)`` would still upgrade an older schema, and merely
+    connecting to a missing SQLite file creates it.)
     """
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise DatabaseError(f"database file {path} does not exist (is database_url right? the inspectd daemon "
+                            "creates it when it first runs)")
     engine = create_db_engine(url)
     try:
         with engine.connect() as connection:
@@ -69,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gui.platform_check import hint, platform_problem
+
+    problem = platform_problem()
+    if problem is not None:  # Qt would abort without naming the missing package
+        print(hint(problem), file=sys.stderr)
+        return 1
     try:
         config = load_config(args.config)
         db = open_review_database(config)
@@ -84,11 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gui.main_window import MainWindow
     from gui.theme import apply_theme
 
+    from gui.identity import ask_who_is_working, person_without_asking
+
     app = QApplication.instance() or QApplication(sys.argv[:1])
     apply_theme(app)  # type: ignore[arg-type]
     try:
-        window = MainWindow(config, db)
-        window.show()
+        person = person_without_asking(config.review) or ask_who_is_working(config.review)
+        if person is None:
+            return 0  # nobody signed in
+        window = MainWindow(config, db, person=person)
+        window.show_fitted()
         return int(app.exec())
     finally:
         db.close()

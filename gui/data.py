@@ -46,6 +46,12 @@ REVIEW_STATES: tuple[str, ...] = (STATE_UNREVIEWED, STATE_SKIPPED, STATE_REVIEWE
 
 SORT_TIME = "time"
 SORT_SCORE = "score"
+SORT_PRODUCT = "product"
+SORT_STATION = "station"
+SORT_FILE = "file"
+SORT_VERDICT = "verdict"
+SORT_REVIEW = "review"
+SORTS: tuple[str, ...] = (SORT_TIME, SORT_FILE, SORT_VERDICT, SORT_SCORE, SORT_REVIEW, SORT_PRODUCT, SORT_STATION)
 
 # Failed items have no score; they sort above every score.
 ERROR_SCORE_KEY = math.inf
@@ -107,11 +113,15 @@ class QueueRow:
         return replace(self, review=review)
 
     def sort_key(self, sort: str) -> tuple[Any, int]:
-        """The (value, result id) this row is ordered by, ascending."""
+        """The (value, result id) this row is ordered by, ascending (as the SQL orders it)."""
         if sort == SORT_SCORE:
             score = ERROR_SCORE_KEY if self.normalized_score is None else self.normalized_score
             return score, self.result_id
-        return self.scored_at, self.result_id
+        if sort == SORT_TIME:
+            return self.scored_at, self.result_id
+        value = {SORT_PRODUCT: self.product, SORT_STATION: self.station, SORT_FILE: self.file_name,
+                 SORT_VERDICT: self.verdict, SORT_REVIEW: self.review.decision if self.review else ""}[sort]
+        return value, self.result_id
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,7 @@ _ROW_COLUMNS = (
     Result.anomaly_map_path, Result.image_path, Result.error,
 )
 _REVIEW_FIELDS = ("id", "item_id", "decision", "operator", "decided_at", "verdict", "model_version",
-                  "threshold", "tag", "comment", "undoes_review_id")
+                  "threshold", "tag", "comment", "undoes_review_id", "client_id")
 _REVIEW_COLUMNS = tuple(getattr(EFFECTIVE, name).label(f"review_{name}") for name in _REVIEW_FIELDS)
 
 
@@ -183,11 +193,18 @@ def _state_condition(state: str) -> ColumnElement[bool] | None:
 
 
 def _sort_column(sort: str) -> ColumnElement[Any]:
-    if sort == SORT_SCORE:
-        return func.coalesce(Result.normalized_score, literal(ERROR_SCORE_KEY))
-    if sort == SORT_TIME:
-        return Result.scored_at
-    raise ValueError(f"unknown sort {sort!r}")
+    columns: dict[str, Callable[[], ColumnElement[Any]]] = {
+        SORT_SCORE: lambda: func.coalesce(Result.normalized_score, literal(ERROR_SCORE_KEY)),
+        SORT_TIME: lambda: Result.scored_at,
+        SORT_PRODUCT: lambda: Item.product,
+        SORT_STATION: lambda: Item.station,
+        SORT_FILE: lambda: Item.file_name,
+        SORT_VERDICT: lambda: Result.verdict,
+        SORT_REVIEW: lambda: func.coalesce(EFFECTIVE.decision, literal("")),
+    }
+    if sort not in columns:
+        raise ValueError(f"unknown sort {sort!r}")
+    return columns[sort]()
 
 
 def _filtered(query: Select[Any], filt: QueueFilter, *, with_state: bool = True) -> Select[Any]:
@@ -319,16 +336,22 @@ def filter_options(db: Database) -> tuple[list[str], list[str]]:
 
 @dataclass(frozen=True)
 class ScoreSample:
-    """Normalised scores of one product for the statistics view."""
+    """Normalised scores of one product for the statistics view.
+
+    Reviewed items are split by what the operator said the part is (defect / good),
+    whatever the machine said; ``agreed``/``overruled`` count the decisions that agree
+    with the machine's verdict and those that overrule it."""
 
     verdicts: dict[str, int]  # verdict -> number of results
     scores: list[float]  # every normalised score of the product
-    confirmed: list[float]  # scores of items whose effective review confirms a defect
-    overruled: list[float]  # scores of items whose effective review overrules the model
+    defects: list[float]  # scores of items the operator called a defect
+    good: list[float]  # scores of items the operator called a good part
+    agreed: int = 0
+    overruled: int = 0
 
 
 def score_sample(db: Database, product: str) -> ScoreSample:
-    """Verdict counts and score lists of *product* (reviewed ones split by decision)."""
+    """Verdict counts and score lists of *product* (reviewed ones split by the operator's call)."""
     verdicts = (
         select(Result.verdict, func.count()).join(Item, Item.id == Result.item_id)
         .where(Item.product == product).group_by(Result.verdict)
@@ -338,7 +361,7 @@ def score_sample(db: Database, product: str) -> ScoreSample:
         .where(Item.product == product, Result.normalized_score.is_not(None))
     )
     reviewed = (
-        select(EFFECTIVE.decision, Result.normalized_score)
+        select(EFFECTIVE.decision, Result.verdict, Result.normalized_score)
         .join(Result, Result.item_id == EFFECTIVE.item_id)
         .join(Item, Item.id == EFFECTIVE.item_id)
         .where(Item.product == product, Result.normalized_score.is_not(None),
@@ -348,13 +371,19 @@ def score_sample(db: Database, product: str) -> ScoreSample:
 
     def load(session: Session) -> ScoreSample:
         split: dict[str, list[float]] = {DECISION_CONFIRM_DEFECT: [], DECISION_OVERRULE: []}
-        for decision, score in session.execute(reviewed):
+        agreed = overruled = 0
+        for decision, verdict, score in session.execute(reviewed):
             split[decision].append(score)
+            # "defect" agrees with NG, "good part" with OK (stored as confirm_defect / overrule)
+            agrees = (decision == DECISION_CONFIRM_DEFECT) == (verdict == VERDICT_NG)
+            agreed, overruled = agreed + agrees, overruled + (not agrees)
         return ScoreSample(
             verdicts={verdict: number for verdict, number in session.execute(verdicts)},
             scores=list(session.scalars(scores)),
-            confirmed=split[DECISION_CONFIRM_DEFECT],
-            overruled=split[DECISION_OVERRULE],
+            defects=split[DECISION_CONFIRM_DEFECT],
+            good=split[DECISION_OVERRULE],
+            agreed=agreed,
+            overruled=overruled,
         )
 
     return read(db, "loading statistics", load)

@@ -112,7 +112,8 @@ def write_demo(out_dir: Path, **options: object) -> Path:
     config.write_text(
         f'database_url = "sqlite:///{database}"\n'
         f'results_dir = "{out_dir / "results"}"\nstore_dir = "{out_dir / "models"}"\n'
-        f'enroll_dir = "{out_dir / "enroll"}"\n\n[review]\noperator = "demo"\n',
+        f'enroll_dir = "{out_dir / "enroll"}"\n\n[review]\noperator = "demo"\n'
+        'unlisted_roles = ["quality_engineer"]\nunsaved_dir = "unsaved"\n',
         encoding="utf-8",
     )
     return config

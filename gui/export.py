@@ -8,12 +8,16 @@ import tempfile
 from pathlib import Path
 
 from gui.data import QueueFilter, QueueRow, iter_rows
+from gui.decisions import DECISION_LABELS, agreement
 from inspectd.db import Database
 
 RESULT_FIELDS = ("item_id", "path", "image_path", "file_name", "product", "station", "discovered_at",
                  "scored_at", "verdict", "raw_score", "normalized_score", "threshold", "model_version",
                  "heatmap_path", "anomaly_map_path", "error")
-REVIEW_FIELDS = ("review_state", "decision", "operator", "decided_at", "tag", "comment", "review_id")
+# "part" is what the operator said (defect / good part / skipped); "machine" whether that
+# agrees with the verdict or overrules it.  "decision" is the stored value.
+REVIEW_FIELDS = ("review_state", "part", "machine", "decision", "operator", "decided_at", "tag", "comment",
+                 "review_id")
 EXPORT_FIELDS = RESULT_FIELDS + REVIEW_FIELDS
 
 
@@ -23,6 +27,8 @@ def export_record(row: QueueRow) -> dict[str, object]:
     review = row.review
     record.update(
         review_state=row.review_state,
+        part=DECISION_LABELS.get(review.decision, review.decision).lower() if review else "",
+        machine=(agreement(review.decision, row.verdict) or "") if review else "",
         decision=review.decision if review else "",
         operator=review.operator if review else "",
         decided_at=review.decided_at if review else "",

@@ -23,10 +23,17 @@ VERDICT_CHOICES = (("All verdicts", None), ("NG", VERDICT_NG), ("Failed (ERROR)"
                    ("Near threshold (OK)", VERDICT_OK))
 TIME_CHOICES = (("All time", None), ("Last hour", timedelta(hours=1)), ("Last 8 hours", timedelta(hours=8)),
                 ("Last 24 hours", timedelta(days=1)), ("Last 7 days", timedelta(days=7)), ("Custom range", "custom"))
-SORT_CHOICES = (("Oldest first", "oldest"), ("Newest first", "newest"),
-                ("Highest score first", "highest"), ("Lowest score first", "lowest"))
-SORT_ORDERS = {"oldest": (SORT_TIME, False), "newest": (SORT_TIME, True),
-               "highest": (SORT_SCORE, True), "lowest": (SORT_SCORE, False)}
+
+
+def sort_key(sort: str, descending: bool) -> str:
+    """The sort combo's data for an order ("score:desc")."""
+    return f"{sort}:{'desc' if descending else 'asc'}"
+
+
+SORT_CHOICES = (("Oldest first", sort_key(SORT_TIME, False)), ("Newest first", sort_key(SORT_TIME, True)),
+                ("Highest score first", sort_key(SORT_SCORE, True)), ("Lowest score first", sort_key(SORT_SCORE, False)))
+SORT_NAMES = {"oldest": sort_key(SORT_TIME, False), "newest": sort_key(SORT_TIME, True),
+              "highest": sort_key(SORT_SCORE, True), "lowest": sort_key(SORT_SCORE, False)}
 ANY_PRODUCT, ANY_STATION = "All products", "All stations"
 
 
@@ -56,6 +63,7 @@ class FilterBar(QWidget):
     """Emits ``changed`` whenever the operator changes a filter."""
 
     changed = Signal()
+    chosen = Signal()  # the operator picked an entry (the window gives the keyboard back to the queue)
 
     def __init__(self, band: float, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -82,12 +90,19 @@ class FilterBar(QWidget):
             edit.dateTimeChanged.connect(self.changed)
         for combo in (self.state, self.product, self.station, self.verdict, self.sort):
             combo.currentIndexChanged.connect(self.changed)
+        for combo in (self.state, self.product, self.station, self.verdict, self.time, self.sort):
+            combo.activated.connect(self.chosen)
+            # narrow panels: a combo may shrink below its longest entry
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(9)
+        self.state.setMinimumContentsLength(16)  # "Unreviewed (12,345)"
         self.time.currentIndexChanged.connect(self._time_changed)
         self._show_custom(False)
 
     def current_filter(self) -> QueueFilter:
         """The filter the widgets describe (relative times counted from now)."""
-        sort, descending = SORT_ORDERS[self.sort.currentData()]
+        sort, direction = str(self.sort.currentData()).split(":")
+        descending = direction == "desc"
         since, until = self._time_range()
         return QueueFilter(
             review_state=self.state.currentData() or STATE_UNREVIEWED, product=self.product.currentData(),
@@ -104,9 +119,21 @@ class FilterBar(QWidget):
         for index, state in enumerate(REVIEW_STATES):
             self.state.setItemText(index, f"{STATE_LABELS[state]} ({counts.get(state, 0):,})")
 
+    def set_sort(self, sort: str, descending: bool) -> None:
+        """Show (and apply) another order; a column order gets its own entry."""
+        found = self.sort.findData(sort_key(sort, descending))
+        if found < 0:
+            self.sort.addItem(f"By {sort} {'(Z-A, high-low)' if descending else '(A-Z, low-high)'}",
+                              sort_key(sort, descending))
+            found = self.sort.count() - 1
+        self.sort.setCurrentIndex(found)
+
     def select(self, **choices: object) -> None:
-        """Choose combo entries by data value (tests, saved views): state=..., product=..."""
+        """Choose combo entries by data value (tests, saved views): state=..., product=...,
+        sort="newest" (or oldest/highest/lowest)."""
         for name, value in choices.items():
+            if name == "sort" and isinstance(value, str):
+                value = SORT_NAMES[value]
             combo: QComboBox = getattr(self, name)
             found = combo.findData(value)
             if found < 0:

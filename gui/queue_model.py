@@ -10,32 +10,59 @@ filter is applied again, so the operator keeps their place.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import QBrush, QColor, QFont
 
-from gui.data import SORT_SCORE, QueueFilter, QueueRow
+from gui.data import (
+    SORT_FILE,
+    SORT_PRODUCT,
+    SORT_REVIEW,
+    SORT_SCORE,
+    SORT_STATION,
+    SORT_TIME,
+    SORT_VERDICT,
+    QueueFilter,
+    QueueRow,
+)
+from gui.decisions import PART_DEFECT, PART_GOOD, decision_label
 from gui.qt_compat import emit
 from gui.workers import ImmediateRunner, TaskRunner
-from inspectd.db import DECISION_CONFIRM_DEFECT, DECISION_OVERRULE, DECISION_SKIP, ReviewRecord
+from inspectd.db import DECISION_SKIP, ReviewRecord
 
 PageLoader = Callable[[QueueFilter, Any, int], list[QueueRow]]  # (filter, after key, limit) -> rows
 Index = QModelIndex | QPersistentModelIndex
 
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1  # data(index, ROW_ROLE) -> QueueRow
 
-COLUMNS = ("Time", "Product", "Station", "File", "Verdict", "Score", "Review")
-DECISION_LABELS = {
-    DECISION_CONFIRM_DEFECT: "Defect",
-    DECISION_OVERRULE: "Overruled",
-    DECISION_SKIP: "Skipped",
-}
-VERDICT_COLOURS = {"NG": QColor("#e5534b"), "ERROR": QColor("#d29922"), "OK": QColor("#57ab5a")}
-DECISION_COLOURS = {DECISION_CONFIRM_DEFECT: QColor("#e5534b"), DECISION_OVERRULE: QColor("#57ab5a"),
-                    DECISION_SKIP: QColor("#8b949e")}
+# What an operator needs first comes first: the Review column stays in view on a narrow panel.
+COLUMNS = ("Time", "File", "Verdict", "Score", "Review", "Product", "Station")
+COLUMN_SORTS = {"Time": SORT_TIME, "File": SORT_FILE, "Verdict": SORT_VERDICT, "Score": SORT_SCORE,
+                "Review": SORT_REVIEW, "Product": SORT_PRODUCT, "Station": SORT_STATION}
+VERDICT_COLOURS = {"NG": QColor("#ff6b61"), "ERROR": QColor("#e3b341"), "OK": QColor("#6bc46d")}
+DECISION_COLOURS = {PART_DEFECT: QColor("#ff6b61"), PART_GOOD: QColor("#6bc46d"), DECISION_SKIP: QColor("#a8b1bb")}
+UNSAVED = "not yet saved"
+UNSAVED_COLOUR = QColor("#e3b341")
+
+
+@functools.total_ordering
+class _Descending:
+    """Wraps a value so that it sorts in reverse (keys of descending orders)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Descending) and self.value == other.value
+
+    def __lt__(self, other: _Descending) -> bool:
+        return other.value < self.value
 
 
 def format_time(moment: datetime) -> str:
@@ -43,22 +70,44 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def short_time(moment: datetime) -> str:
+    """Local wall time for the queue: the time of day, with the date when it is not today."""
+    local = moment.astimezone()
+    return local.strftime("%H:%M:%S" if local.date() == datetime.now().astimezone().date() else "%m-%d %H:%M")
+
+
 def format_score(score: float | None) -> str:
     return "-" if score is None else f"{score:.3f}"
 
 
-def review_label(review: ReviewRecord | None) -> str:
+UNSAVED_MARK = "⚠ "  # in front of a decision the database does not have yet
+
+
+def review_text(review: ReviewRecord | None, unsaved: bool = False) -> str:
+    """The Review column: "Defect (scratch)"; "⚠ Defect" until the database has it."""
     if review is None:
-        return ""
-    label = DECISION_LABELS.get(review.decision, review.decision)
-    return f"{label} ({review.tag})" if review.tag else label
+        return f"{UNSAVED_MARK}undo" if unsaved else ""
+    return f"{UNSAVED_MARK if unsaved else ''}{decision_label(review)}"
+
+
+def review_tooltip(review: ReviewRecord | None, unsaved: bool = False) -> str:
+    if review is None:
+        return f"Undo, {UNSAVED}" if unsaved else "Not reviewed"
+    text = f"{decision_label(review)} by {review.operator}, {format_time(review.decided_at)}"
+    return f"{text} ({UNSAVED})" if unsaved else text
 
 
 class QueueModel(QAbstractTableModel):
-    """Rows of the review queue for one :class:`QueueFilter`."""
+    """Rows of the review queue for one :class:`QueueFilter`.
+
+    Decisions that are not stored yet are shown from :meth:`set_unsaved` until
+    :meth:`clear_unsaved`; reviews read from the database meanwhile do not replace them.
+    ``sortRequested(sort, descending)`` asks for another order (a header was clicked).
+    """
 
     pageLoaded = Signal(int)  # rows added by the page
     loadFailed = Signal(str)
+    sortRequested = Signal(str, bool)
 
     def __init__(self, load_page: PageLoader, runner: TaskRunner | ImmediateRunner, page_size: int = 200,
                  parent: Any = None) -> None:
@@ -71,6 +120,7 @@ class QueueModel(QAbstractTableModel):
         self._more = False
         self._loading = False
         self._generation = 0
+        self._unsaved: dict[int, ReviewRecord | None] = {}  # item id -> what its unsaved decisions leave
 
     # --- state ----------------------------------------------------------------------
 
@@ -116,9 +166,18 @@ class QueueModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(COLUMNS):
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"Sort by {COLUMNS[section].lower()} (click again to reverse)"
         return None
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Header click: the rows come from the database in that order (see ``sortRequested``)."""
+        if 0 <= column < len(COLUMNS):
+            emit(self.sortRequested, COLUMN_SORTS[COLUMNS[column]], order == Qt.SortOrder.DescendingOrder)
 
     def flags(self, index: Index) -> Qt.ItemFlag:
         if not index.isValid():
@@ -134,22 +193,27 @@ class QueueModel(QAbstractTableModel):
         if role == ROW_ROLE:
             return row
         if role == Qt.ItemDataRole.ToolTipRole:
-            return row.error or row.source_image
+            if column == "Review":
+                return review_tooltip(row.review, row.item_id in self._unsaved)
+            return f"{format_time(row.scored_at)}  {row.error or row.source_image}"
         if role == Qt.ItemDataRole.ForegroundRole:
-            colour = _colour(row, column)
+            colour = UNSAVED_COLOUR if column == "Review" and row.item_id in self._unsaved else _colour(row, column)
             return QBrush(colour) if colour is not None else None
+        if role == Qt.ItemDataRole.FontRole and column == "Review" and row.item_id in self._unsaved:
+            font = QFont()
+            font.setItalic(True)
+            return font
         if role == Qt.ItemDataRole.TextAlignmentRole and column == "Score":
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
-    @staticmethod
-    def _display(row: QueueRow, column: str) -> str:
+    def _display(self, row: QueueRow, column: str) -> str:
         if column == "Time":
-            return format_time(row.scored_at)
+            return short_time(row.scored_at)
         if column == "Score":
             return format_score(row.normalized_score)
         if column == "Review":
-            return review_label(row.review)
+            return review_text(row.review, row.item_id in self._unsaved)
         return str({"Product": row.product, "Station": row.station, "File": row.file_name,
                     "Verdict": row.verdict}[column])
 
@@ -214,21 +278,40 @@ class QueueModel(QAbstractTableModel):
         return added
 
     def set_reviews(self, reviews: Mapping[int, ReviewRecord | None]) -> None:
-        """Show new effective reviews (None: no review any more) for loaded items."""
+        """Show new effective reviews (None: no review any more) for loaded items; items
+        with unsaved decisions keep showing those."""
         for item_id, review in reviews.items():
-            position = self.row_of_item(item_id)
-            if position is None or self._rows[position].review == review:
-                continue
-            self._rows[position] = self._rows[position].with_review(review)
-            emit(self.dataChanged, self.index(position, 0), self.index(position, len(COLUMNS) - 1))
+            if item_id not in self._unsaved:
+                self._show_review(item_id, review)
+
+    def set_unsaved(self, item_id: int, review: ReviewRecord | None) -> None:
+        """Show *review* (None: its undo) on *item_id* as "not yet saved"."""
+        self._unsaved[item_id] = review
+        self._show_review(item_id, review, changed=True)
+
+    def clear_unsaved(self, item_id: int, effective: ReviewRecord | None) -> None:
+        """The item's decisions are stored: show the effective review from the database."""
+        self._unsaved.pop(item_id, None)
+        self._show_review(item_id, effective, changed=True)
+
+    def unsaved(self, item_id: int) -> bool:
+        return item_id in self._unsaved
+
+    def _show_review(self, item_id: int, review: ReviewRecord | None, changed: bool = False) -> None:
+        position = self.row_of_item(item_id)
+        if position is None or (self._rows[position].review == review and not changed):
+            return
+        self._rows[position] = self._rows[position].with_review(review)
+        emit(self.dataChanged, self.index(position, 0), self.index(position, len(COLUMNS) - 1))
 
     def _key(self, row: QueueRow) -> tuple[Any, ...]:
-        """Ascending key of *row* in the model's order (negated when descending)."""
+        """Ascending key of *row* in the model's order (reversed when descending)."""
         value, result_id = row.sort_key(self._filter.sort)
         if not self._filter.descending:
             return value, result_id
-        number = value if self._filter.sort == SORT_SCORE else value.timestamp()
-        return -number, -result_id
+        if self._filter.sort == SORT_TIME:
+            return -value.timestamp(), -result_id
+        return _Descending(value), -result_id
 
 
 def _colour(row: QueueRow, column: str) -> QColor | None:

@@ -25,10 +25,11 @@ QLabel#paneTitle { color: #9aa4af; font-weight: bold; padding: 2px 4px; }
 QLabel#placeholder { color: #c9a04a; background: #181a1d; border: 1px dashed #4a4f56; padding: 16px; }
 QLabel#fieldName { color: #8b949e; }
 QLabel#counts { color: #9aa4af; padding: 0 6px; }
-QToolButton { padding: 5px 10px; border: 1px solid #444c56; border-radius: 4px; background: #2d3238; }
+QLabel#unsavedBanner { color: #1a1d21; background: #e3b341; padding: 4px 6px; font-weight: bold; }
+QToolButton { padding: 4px 8px; border: 1px solid #444c56; border-radius: 4px; background: #2d3238; }
 QToolButton:hover { background: #373e46; }
 QToolButton#decision_confirm { border-color: #e5534b; }
-QToolButton#decision_overrule, QToolButton#decision_good { border-color: #57ab5a; }
+QToolButton#decision_good, QToolButton#decision_good_set { border-color: #57ab5a; }
 QTableView { gridline-color: #2d3238; }
 QTabWidget::pane { border-top: 1px solid #3a4048; }
 """

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSlider,
     QStackedWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -175,20 +176,24 @@ class ImageViewer(QWidget):
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
-        self.opacity.setFixedWidth(120)
+        self.opacity.setFixedWidth(self.fontMetrics().horizontalAdvance("x") * 12)
         self.opacity.setToolTip("Heatmap opacity in overlay mode")
         self.opacity.valueChanged.connect(self._apply_opacity)
         self.outline = QCheckBox("Outline")
         self.outline.setChecked(True)
         self.outline.setToolTip("Outline the region at or above the threshold (from the anomaly map)")
         self.outline.toggled.connect(self._apply_outline)
-        fit, actual = QPushButton("Fit"), QPushButton("1:1")
+        fit, actual = QToolButton(), QToolButton()
+        fit.setText("Fit")
+        actual.setText("1:1")
         fit.setToolTip("Fit the image (F)")
         actual.setToolTip("One image pixel per screen pixel (1)")
         fit.clicked.connect(self.fit)
         actual.clicked.connect(self.actual_size)
         self.zoom_label = QLabel()
-        self.zoom_label.setMinimumWidth(80)
+        self.zoom_label.setMinimumWidth(self.fontMetrics().horizontalAdvance("9999 % (fit)"))
+        for widget in (self.side_button, self.overlay_button, self.opacity, self.outline, fit, actual):
+            widget.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # clicks must not take the keyboard from the queue
         self._controls = QHBoxLayout()
         for widget in (self.side_button, self.overlay_button, QLabel("Opacity"), self.opacity, self.outline):
             self._controls.addWidget(widget)
@@ -228,6 +233,7 @@ class ImageViewer(QWidget):
             pane.show_placeholder(text)
         self._overlay_item = self._outline_item = None
         self._apply_mode()
+        self._update_zoom_label()
 
     def show_images(self, images: ItemImages) -> None:
         """Show one item; keeps the zoom unless the image size changes."""
@@ -306,6 +312,9 @@ class ImageViewer(QWidget):
         self._update_zoom_label()
 
     def _update_zoom_label(self) -> None:
+        if self.images is None or self.images.reference is None:
+            self.zoom_label.setText("")  # nothing shown (message, failed item): no zoom to speak of
+            return
         view = self.image_pane.view
         self.zoom_label.setText(f"{view.zoom * 100:.0f} %" + (" (fit)" if view.fitting else ""))
 

@@ -144,17 +144,74 @@ class DaemonSettings:
         _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
 
 
+ROLE_OPERATOR = "operator"  # confirms and overrules the machine's verdicts
+ROLE_QUALITY_ENGINEER = "quality_engineer"  # also changes a product's good set and active model
+ROLES = (ROLE_OPERATOR, ROLE_QUALITY_ENGINEER)
+DEFAULT_TAGS = ("scratch", "spot", "contamination", "crack", "dent", "missing part", "other")
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone who works in the review app: decisions are signed with `name`."""
+
+    name: str
+    badge: str = ""  # badge id (typed or scanned at sign-in); optional
+    roles: tuple[str, ...] = (ROLE_OPERATOR,)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name.strip()) and len(self.name) <= 128, "name", "must be 1 to 128 characters")
+        _check(bool(self.roles), "roles", f"needs at least one of {', '.join(ROLES)}")
+        for role in self.roles:
+            _check(role in ROLES, "roles", f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+
+    def may(self, role: str) -> bool:
+        """True if this person has *role* (a quality engineer may also do an operator's work)."""
+        return role in self.roles or (role == ROLE_OPERATOR and ROLE_QUALITY_ENGINEER in self.roles)
+
+
 @dataclass(frozen=True)
 class ReviewSettings:
     # Items scoring at or above this normalised score (but below 1.0) also go to review.
     band_below_threshold: float = 0.9
-    operator: str = ""
+    # How the app learns who is working: "auto" asks when `operators` lists people, else
+    # uses `operator`, else the login name; "list" and "badge" always ask; "os_user"
+    # always takes the login name (a line PC where each operator has an account).
+    identify: Literal["auto", "list", "badge", "os_user"] = "auto"
+    operators: tuple[Person, ...] = ()
+    operator: str = ""  # a fixed name when nobody is listed (a single-user bench)
+    unlisted_roles: tuple[str, ...] = (ROLE_OPERATOR,)  # roles of a name that is not listed
+    tags: tuple[str, ...] = DEFAULT_TAGS  # defect tags offered (with completion) in the app
+    # Decisions not yet stored (database locked or unreachable) are kept here until they
+    # are; default: $XDG_STATE_HOME/inspectd (~/.local/state/inspectd).
+    unsaved_dir: Path | None = None
     page_size: int = 200
     poll_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         _check(0 < self.band_below_threshold <= 1, "band_below_threshold", "must be in (0, 1]")
         _check(self.page_size >= 10, "page_size", "must be >= 10")
+        _check(self.poll_seconds > 0, "poll_seconds", "must be > 0")
+        for role in self.unlisted_roles:
+            _check(role in ROLES, "unlisted_roles", f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        names = [person.name.casefold() for person in self.operators]
+        _check(len(set(names)) == len(names), "operators", "lists a name twice")
+        badges = [person.badge for person in self.operators if person.badge]
+        _check(len(set(badges)) == len(badges), "operators", "lists a badge id twice")
+        _check(all(tag.strip() for tag in self.tags), "tags", "must not contain empty tags")
+        _check(self.identify not in ("list", "badge") or bool(self.operators), "identify",
+               f"'{self.identify}' needs people in [[review.operators]]")
+
+    def person(self, name_or_badge: str) -> Person | None:
+        """The listed person with this name (any case) or badge id."""
+        key = name_or_badge.strip()
+        for person in self.operators:
+            if person.name.casefold() == key.casefold() or (person.badge and person.badge == key):
+                return person
+        return None
+
+    def person_named(self, name: str) -> Person:
+        """The listed person *name*, or an unlisted one with `unlisted_roles`."""
+        return self.person(name) or Person(name.strip(), roles=self.unlisted_roles)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,19 @@ calibration_fraction = 0.25
 settle_seconds = 0.5
 reconcile_seconds = 10
 
+[review]
+unsaved_dir = "unsaved"
+
+# The review app asks who is working (type a name or a badge id).
+[[review.operators]]
+name = "Demo Operator"
+badge = "1001"
+
+[[review.operators]]
+name = "Demo Quality Engineer"
+badge = "2001"
+roles = ["quality_engineer"]
+
 {drop_lines}"""
     path = workdir / "config.toml"
     path.write_text(text, encoding="utf-8")

@@ -72,13 +72,15 @@ class _Images:
 
 
 def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str | Path | None = None,
-           weights: str | None = None, add: bool = False, progress: Progress | None = None) -> EnrollReport:
-    """Enroll `product` from the good images in `good_dir` (see module docstring)."""
+           weights: str | None = None, add: bool = False, base_version: str | None = None,
+           progress: Progress | None = None) -> EnrollReport:
+    """Enroll `product` from the good images in `good_dir` (see module docstring).
+    With `add`, the new version extends `base_version` (default: the newest)."""
     started = time.perf_counter()
     store = ModelStore(config.store_dir)
     device = resolve_device(config.device)
     progress = progress or (lambda stage, done, total: None)
-    parent = store.open(product) if add else None
+    parent = store.open(product, base_version) if add else None
     settings = _settings_for(config, product, weights, parent)
     paths = list_images(good_dir)
     if not paths:

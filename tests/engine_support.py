@@ -7,13 +7,17 @@ Import these from `engine_support` instead.
 
 from __future__ import annotations
 
+import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
+from inspectd import cli
 from inspectd.config import Config
 
 # Settings every test config starts from: small, fast, offline. resnet18 with layers
@@ -120,3 +124,30 @@ class Enrolled:
     product: str
     report: Any  # inspectd.enroll.EnrollReport
     dataset: Path
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """main() reconfigures the root logger onto the (captured) stderr: undo it.
+    (Import it into a test module of the CLI; as an autouse fixture it applies there.)"""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
+def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
+    """`inspectd ARGV...` in this process: (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

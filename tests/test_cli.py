@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -18,33 +17,11 @@ from inspectd.commands import products_cmd
 from inspectd.commands.score_cmd import heatmap_names
 from inspectd.store import ModelStore
 
-from engine_support import SOURCE_HW, copy_images
+from engine_support import SOURCE_HW, copy_images, restore_logging, run  # noqa: F401 (autouse fixture)
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("inspectd")
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """main() reconfigures the root logger onto the (captured) stderr: undo it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
-
-
-def run(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(err: str) -> str:

@@ -1,4 +1,5 @@
-"""`inspectd gui`: the operators' review app (same as `inspectd-gui`)."""
+"""`inspectd gui`: the operators' review app (same as `inspectd-gui`). It says which system
+packages to install when Qt's platform plugin cannot load (see gui/platform_check.py)."""
 
 from __future__ import annotations
 
@@ -15,4 +16,4 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def run(args: argparse.Namespace, config: Config) -> int:
     from gui.app import main as gui_main  # Qt is only imported when the app is wanted
 
-    return gui_main(["--config", args.config] if args.config else [])
+    return gui_main((["--config", args.config] if args.config else []) + (["--debug"] if args.debug else []))

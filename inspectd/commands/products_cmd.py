@@ -1,47 +1,84 @@
-"""`inspectd products`: list products, versions, bank sizes and thresholds."""
+"""`inspectd products`: products, model versions, which one is active, thresholds, history."""
 
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 
+from ..active import existing_database
 from ..cli import print_json_lines, print_table
 from ..config import Config
-from ..errors import ModelError
+from ..db import Database
+from ..lifecycle import STATE_ACTIVE, VersionInfo, version_states
 from ..store import ModelStore
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = sub.add_parser("products", parents=[common], help="list enrolled products and model versions")
-    parser.add_argument("--all-versions", action="store_true", help="list every version, not only the latest")
+    parser = sub.add_parser("products", parents=[common], help="list products, model versions and the active one")
+    parser.add_argument("--all-versions", action="store_true",
+                        help="list every version with its state (active, candidate, withdrawn, previous)")
+    parser.add_argument("--history", action="store_true", help="who activated which version, when and why")
+    parser.add_argument("--product", help="only this product")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
     store = ModelStore(config.store_dir)
-    rows = []
-    for product in store.products():
-        versions = store.versions(product)
-        for version in versions if args.all_versions else versions[-1:]:
-            rows.append(_describe(store, product, version, len(versions)))
+    products = [args.product] if args.product else store.products()
+    database = existing_database(config.database_url)
+    with database if database is not None else nullcontext():
+        if args.history:
+            return _print_history(database, products, args.json)
+        rows = []
+        for product in products:
+            infos = version_states(database, store, product)
+            activation = database.active_activation(product) if database is not None else None
+            shown = infos if args.all_versions else [i for i in infos if i.state == STATE_ACTIVE] or infos[-1:]
+            rows.extend(_describe(info, len(infos), activation) for info in shown)
     if args.json:
         print_json_lines(rows)
     elif rows:
         print_table([(r["product"], r["version"], r["versions"], r.get("bank_size"), r.get("threshold"),
-                      r.get("weights"), r.get("created_at") or r.get("error")) for r in rows],
-                    ("product", "version", "versions", "bank size", "threshold", "weights", "created / error"))
+                      r.get("weights"), r.get("created_at") or r.get("error"), r["state"], r.get("activated_by"))
+                     for r in rows],
+                    ("product", "version", "versions", "bank size", "threshold", "weights", "created / error",
+                     "state", "activated by"))
     else:
         print(f"no products enrolled in {config.store_dir}")
     return 0
 
 
-def _describe(store: ModelStore, product: str, version: str, n_versions: int) -> dict:
-    row: dict = {"product": product, "version": version, "versions": n_versions}
+def _describe(info: VersionInfo, n_versions: int, activation) -> dict:
+    row: dict = {"product": info.product, "version": info.version, "versions": n_versions, "state": info.state,
+                 "active": info.state == STATE_ACTIVE}
+    if info.state == STATE_ACTIVE:
+        row["activated_by"] = activation.activated_by if activation is not None else "(newest version)"
+        if activation is not None:
+            row["activated_at"] = activation.activated_at.isoformat(timespec="seconds")
+    if info.added_from_review:
+        row["added_from_review"] = list(info.added_from_review)
+    meta = info.metadata
     try:
-        meta = store.open(product, version).metadata
-    except ModelError as exc:
-        return {**row, "error": str(exc)}
-    return {**row, "bank_size": meta["coreset"]["size"], "threshold": meta["calibration"]["threshold"],
-            "weights": meta["weights"]["source"], "backbone": meta["settings"]["backbone"],
-            "images": len(meta["images"]["bank"]) + len(meta["images"]["calibration"]),
-            "created_at": meta["created_at"]}
+        return {**row, "bank_size": meta["coreset"]["size"], "threshold": meta["calibration"]["threshold"],
+                "weights": meta["weights"]["source"], "backbone": meta["settings"]["backbone"],
+                "images": info.images, "parent_version": info.parent_version, "created_at": meta["created_at"]}
+    except (KeyError, TypeError):
+        return {**row, "error": info.error or "model.json lacks expected fields"}
+
+
+def _print_history(database: Database | None, products: list[str], as_json: bool) -> int:
+    rows = []
+    for product in products:
+        for record in database.activation_history(product) if database is not None else []:
+            rows.append({"product": product, "version": record.version, "previous_version": record.previous_version,
+                         "activated_by": record.activated_by,
+                         "activated_at": record.activated_at.isoformat(timespec="seconds"), "reason": record.reason})
+    if as_json:
+        print_json_lines(rows)
+    elif rows:
+        print_table([(r["product"], r["activated_at"], r["previous_version"] or "", r["version"], r["activated_by"],
+                      r["reason"]) for r in rows], ("product", "when", "from", "to", "by", "reason"))
+    else:
+        print("no activations recorded: every product uses its newest version")
+    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..active import active_version, existing_database
 from ..cli import print_json_lines, print_table
 from ..config import Config
 from ..device import resolve_device
@@ -18,15 +19,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     parser = sub.add_parser("score", parents=[common], help="score images against a product model")
     parser.add_argument("--product", required=True)
     parser.add_argument("images", nargs="+", type=Path, help="image files")
-    parser.add_argument("--version", help="model version (default: the latest)")
+    parser.add_argument("--version", help="model version (default: the active one, see `inspectd products`)")
     parser.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines)")
     parser.add_argument("--heatmap-dir", type=Path, help="write a heatmap overlay PNG per image here")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    model = ProductModel.load(ModelStore(config.store_dir), args.product, args.version,
-                              device=resolve_device(config.device))
+    store = ModelStore(config.store_dir)
+    version = args.version or _active(config, store, args.product)
+    model = ProductModel.load(store, args.product, version, device=resolve_device(config.device))
     model.set_limits(config.images.max_bytes, config.images.max_pixels)
     rows: list[dict] = []
     readable: list[tuple[Path, object, object]] = []
@@ -57,6 +59,15 @@ def run(args: argparse.Namespace, config: Config) -> int:
                       r.get("heatmap") or r.get("error", "")) for r in rows],
                     ("image", "verdict", "score", "normalized", "heatmap / error"))
     return 1 if any("error" in r for r in rows) else 0
+
+
+def _active(config: Config, store: ModelStore, product: str) -> str:
+    database = existing_database(config.database_url)
+    try:
+        return active_version(database, store, product).version
+    finally:
+        if database is not None:
+            database.close()
 
 
 def heatmap_names(paths: list[Path]) -> dict[Path, str]:

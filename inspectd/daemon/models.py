@@ -1,7 +1,8 @@
 """The products' models as the daemon uses them: loaded once, switched when a new
 version is to be used, and never lost to one bad file.
 
-The version to use is the product's newest. When it cannot be loaded (a corrupt
+The version to use is the product's active one (:mod:`inspectd.active`: recorded in
+the database, else the newest). When it cannot be loaded (a corrupt
 array, an edited model.json, a changed weights file), the daemon keeps scoring with
 the version it already has, or, at start, with the newest earlier version that
 loads; the problem is logged once and shown in `inspectd status`, and the bad
@@ -43,8 +44,9 @@ class Problem:
 
 class ModelKeeper:
     def __init__(self, store: ModelStore, device_for: Callable[[str], torch.device],
-                 prepare: Callable[[ProductModel], None]):
+                 prepare: Callable[[ProductModel], None], wanted: Callable[[str], str]):
         self.store = store
+        self.wanted = wanted  # the version a product is to be scored with
         self.device_for = device_for
         self.prepare = prepare  # limits, registration: whatever a freshly loaded model needs
         self._loaded: dict[str, _Loaded] = {}
@@ -56,7 +58,15 @@ class ModelKeeper:
         loaded = self._loaded.get(product)
         if loaded is not None and now - loaded.checked_at < CHECK_SECONDS:
             return loaded.model
-        wanted = self.store.latest_version(product)
+        try:
+            wanted: str | None = self.wanted(product)
+        except InspectdError as exc:  # no version stored, or the database cannot say which is active
+            if loaded is None:
+                raise
+            log.warning("%s: cannot tell which model version is active (%s); scoring with %s", product, exc,
+                        loaded.model.version)
+            loaded.checked_at = now
+            return loaded.model
         if loaded is not None:
             loaded.checked_at = now
             if loaded.model.version == wanted or self._known_bad(product, wanted):

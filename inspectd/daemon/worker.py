@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..active import active_version
 from ..config import Config, WatchFolder
 from ..db import Database, DuplicateResultError
 from ..db.records import ItemRecord
@@ -80,7 +81,10 @@ class ScoringWorker:
         self.models = self._keeper(config)
 
     def _keeper(self, config: Config) -> ModelKeeper:
-        return ModelKeeper(ModelStore(config.store_dir), self._device_for, self._prepare)
+        store = ModelStore(config.store_dir)
+        # The version to score with is the product's active one (recorded in the database).
+        return ModelKeeper(store, self._device_for, self._prepare,
+                           lambda product: active_version(self.db, store, product).version)
 
     def _device_for(self, product: str) -> torch.device:
         return torch.device("cpu") if product in self._cpu_only else self.device

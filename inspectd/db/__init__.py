@@ -22,7 +22,17 @@ from inspectd.db.exceptions import (
 )
 from inspectd.db.items import FileIdentity
 from inspectd.db.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, ensure_schema
-from inspectd.db.records import ItemRecord, LastError, ModelVersionRecord, ReviewRecord, StatusSummary
+from inspectd.db.model_life import AlreadyInGoodSetError, GoodSetDecision, UndoResult
+from inspectd.db.records import (
+    ActivationRecord,
+    GoodSetRecord,
+    ItemRecord,
+    LastError,
+    ModelVersionRecord,
+    ReviewRecord,
+    StatusSummary,
+)
+from inspectd.db.reviews import ReviewFields
 from inspectd.db.reports import RESULT_EXPORT_FIELDS
 from inspectd.db.repository import Database, open_database
 from inspectd.db.retry import RetryPolicy, is_busy_error, is_unreachable_error, retry_on_busy
@@ -63,6 +73,8 @@ __all__ = [
     "VERDICT_ERROR",
     "VERDICT_NG",
     "VERDICT_OK",
+    "ActivationRecord",
+    "AlreadyInGoodSetError",
     "Database",
     "DatabaseBusyError",
     "DatabaseError",
@@ -71,6 +83,8 @@ __all__ = [
     "DatabaseUnreachableError",
     "DuplicateResultError",
     "FileIdentity",
+    "GoodSetDecision",
+    "GoodSetRecord",
     "InvalidReviewError",
     "InvalidValueError",
     "ItemRecord",
@@ -78,9 +92,11 @@ __all__ = [
     "Migration",
     "ModelVersionRecord",
     "RetryPolicy",
+    "ReviewFields",
     "ReviewRecord",
     "SchemaVersionError",
     "StatusSummary",
+    "UndoResult",
     "UnknownItemError",
     "create_db_engine",
     "ensure_schema",

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, inspect, select, text
 
-from inspectd.db import upgrade_v2
+from inspectd.db import upgrade_v2, upgrade_v3
 from inspectd.db.engine import immediate_engine
 from inspectd.db.exceptions import SchemaVersionError
 from inspectd.db.schema import Base, SchemaInfo, utcnow
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "file identity by inode and ctime; items without content", upgrade_v2.upgrade),
+    Migration(2, "model life cycle: active versions, good set, review client ids", upgrade_v3.upgrade),
 )
 
 _PG_LOCK_KEY = 0x696E_7370  # "insp": serializes concurrent schema setup on PostgreSQL

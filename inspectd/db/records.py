@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from inspectd.db.schema import Item, ModelVersion, Review
+from inspectd.db.schema import GoodSetImage, Item, ModelActivation, ModelVersion, Review
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class ReviewRecord:
     tag: str | None
     comment: str | None
     undoes_review_id: int | None
+    client_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Review) -> ReviewRecord:
@@ -65,7 +66,7 @@ class ReviewRecord:
             id=row.id, item_id=row.item_id, decision=row.decision, operator=row.operator,
             decided_at=row.decided_at, verdict=row.verdict, model_version=row.model_version,
             threshold=row.threshold, tag=row.tag, comment=row.comment,
-            undoes_review_id=row.undoes_review_id,
+            undoes_review_id=row.undoes_review_id, client_id=row.client_id,
         )
 
 
@@ -89,6 +90,59 @@ class ModelVersionRecord:
             id=row.id, product=row.product, version=row.version, path=row.path,
             threshold=row.threshold, bank_size=row.bank_size, backbone=row.backbone,
             created_at=row.created_at, metadata=dict(row.model_metadata or {}),
+        )
+
+
+@dataclass(frozen=True)
+class ActivationRecord:
+    """One change of a product's active model version."""
+
+    id: int
+    product: str
+    version: str
+    previous_version: str | None
+    activated_by: str
+    activated_at: datetime
+    reason: str
+    review_id: int | None
+
+    @classmethod
+    def from_row(cls, row: ModelActivation) -> ActivationRecord:
+        return cls(
+            id=row.id, product=row.product, version=row.version, previous_version=row.previous_version,
+            activated_by=row.activated_by, activated_at=row.activated_at, reason=row.reason,
+            review_id=row.review_id,
+        )
+
+
+@dataclass(frozen=True)
+class GoodSetRecord:
+    """An image added to a product's good set from the review queue."""
+
+    id: int
+    product: str
+    item_id: int
+    review_id: int
+    sha256: str
+    kept_as: str
+    added_by: str
+    added_at: datetime
+    active_before: str | None
+    candidate_version: str | None
+    removed_at: datetime | None
+    removed_by: str | None
+
+    @property
+    def pending(self) -> bool:
+        """Still in the good set (not taken out by an undo)."""
+        return self.removed_at is None
+
+    @classmethod
+    def from_row(cls, row: GoodSetImage) -> GoodSetRecord:
+        return cls(
+            id=row.id, product=row.product, item_id=row.item_id, review_id=row.review_id, sha256=row.sha256,
+            kept_as=row.kept_as, added_by=row.added_by, added_at=row.added_at, active_before=row.active_before,
+            candidate_version=row.candidate_version, removed_at=row.removed_at, removed_by=row.removed_by,
         )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from inspectd.db.engine import DEFAULT_BUSY_TIMEOUT_MS, create_db_engine, sqlite_file
 from inspectd.db.items import ItemOperations
 from inspectd.db.migrations import ensure_schema
+from inspectd.db.model_life import ModelLifeCycleOperations
 from inspectd.db.model_versions import ModelVersionOperations
 from inspectd.db.reports import ReportOperations
 from inspectd.db.results import ResultOperations
@@ -25,7 +26,8 @@ from inspectd.errors import DatabaseError
 log = logging.getLogger(__name__)
 
 
-class Database(ItemOperations, ResultOperations, ModelVersionOperations, ReviewOperations, ReportOperations):
+class Database(ItemOperations, ResultOperations, ModelVersionOperations, ReviewOperations, ReportOperations,
+               ModelLifeCycleOperations):
     """All repository operations on one engine.  Thread-safe: each call uses its own
     session and pooled connection.  Use as a context manager or call :meth:`close`."""
 

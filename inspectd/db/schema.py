@@ -56,6 +56,7 @@ REVIEW_DECISIONS: tuple[str, ...] = (
 
 NAME_LENGTH = 128  # products, stations, operators
 VERSION_LENGTH = 32  # model version strings such as "v0003"
+CLIENT_ID_LENGTH = 36  # a UUID in text form
 
 
 def utcnow() -> datetime:
@@ -249,6 +250,7 @@ class Review(Base):
         # A review can be undone at most once (NULLs do not collide).
         Index("ix_reviews_undoes_review_id", "undoes_review_id", unique=True),
         Index("ix_reviews_decided_at", "decided_at"),
+        Index("ix_reviews_client_id", "client_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
@@ -262,3 +264,47 @@ class Review(Base):
     threshold: Mapped[float | None] = mapped_column(Float)
     tag: Mapped[str | None] = mapped_column(String(64))
     comment: Mapped[str | None] = mapped_column(Text)
+    # Chosen by the client that made the decision, so that a write retried after a lost
+    # answer (lock, dropped connection) is stored once (schema version 2).
+    client_id: Mapped[str | None] = mapped_column(String(CLIENT_ID_LENGTH))
+
+
+class ModelActivation(Base):
+    """Which model version of a product is active: an append-only history in which the
+    latest row of a product wins.  A product without a row uses its newest stored version
+    (schema version 2)."""
+
+    __tablename__ = "model_activations"
+    __table_args__ = (Index("ix_model_activations_product_id", "product", "id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    product: Mapped[str] = mapped_column(String(NAME_LENGTH), ForeignKey("products.name"))
+    version: Mapped[str] = mapped_column(String(VERSION_LENGTH))
+    previous_version: Mapped[str | None] = mapped_column(String(VERSION_LENGTH))
+    activated_by: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    activated_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    # The undo review that returned the product to this version, if that is how it came back.
+    review_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("reviews.id"))
+
+
+class GoodSetImage(Base):
+    """An image a quality engineer added to a product's good set from the review queue
+    ("good part + add to the good set").  Removed again (``removed_at``) when that
+    decision is undone; never deleted (schema version 2)."""
+
+    __tablename__ = "good_set_images"
+    __table_args__ = (Index("ix_good_set_images_product_sha256", "product", "sha256"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    product: Mapped[str] = mapped_column(String(NAME_LENGTH), ForeignKey("products.name"))
+    item_id: Mapped[int] = mapped_column(IdType, ForeignKey("items.id", ondelete="CASCADE"))
+    review_id: Mapped[int] = mapped_column(IdType, ForeignKey("reviews.id"), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    kept_as: Mapped[str] = mapped_column(String)  # the copy in the product's good folder
+    added_by: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    added_at: Mapped[datetime]
+    active_before: Mapped[str | None] = mapped_column(String(VERSION_LENGTH))
+    candidate_version: Mapped[str | None] = mapped_column(String(VERSION_LENGTH))
+    removed_at: Mapped[datetime | None]
+    removed_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))

@@ -54,7 +54,8 @@ def config(demo: Demo, db_url: str, tmp_path: Path) -> Config:
     return Config(
         database_url=db_url, results_dir=demo.root / "results", store_dir=tmp_path / "models",
         enroll_dir=tmp_path / "enroll",
-        review=ReviewSettings(band_below_threshold=0.9, operator="tester", page_size=10, poll_seconds=0.2),
+        review=ReviewSettings(band_below_threshold=0.9, operator="tester", page_size=10, poll_seconds=0.2,
+                              unsaved_dir=tmp_path / "unsaved"),
     )
 
 

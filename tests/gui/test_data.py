@@ -22,7 +22,7 @@ from gui.data import (
     review_counts,
     score_sample,
 )
-from gui.decisions import ReviewWriter
+from gui_support import Writer
 from gui.demo import T0
 from gui.export import EXPORT_FIELDS, export_csv
 from inspectd.db import (
@@ -94,7 +94,7 @@ def test_filters_by_product_station_verdict_and_time(db: Database) -> None:
 
 
 def test_review_states_follow_the_effective_review(db: Database) -> None:
-    writer = ReviewWriter(db, "alice")
+    writer = Writer(db, "alice")
     first, second, third, fourth = fetch_page(db, ALL, None, 4)
     writer.decide(first, DECISION_CONFIRM_DEFECT, tag="scratch")
     writer.decide(second, DECISION_SKIP)
@@ -127,7 +127,7 @@ def test_poll_reports_new_results_and_reviews(db: Database, demo) -> None:
     db.record_result(item_id, raw_score=3.0, normalized_score=1.5, verdict=VERDICT_NG, model_version="v0002",
                      threshold=2.0, timings=None, heatmap_path=None, anomaly_map_path=None)
     row = fetch_page(db, ALL, None, 1)[0]
-    ReviewWriter(db, "bob").decide(row, DECISION_CONFIRM_DEFECT)
+    Writer(db, "bob").decide(row, DECISION_CONFIRM_DEFECT)
     second = poll(db, ALL, first.marks)
     assert second.changed
     assert item_id in ids(second.new_rows)
@@ -136,7 +136,7 @@ def test_poll_reports_new_results_and_reviews(db: Database, demo) -> None:
 
 
 def test_score_sample_splits_reviewed_scores(db: Database) -> None:
-    writer = ReviewWriter(db, "alice")
+    writer = Writer(db, "alice")
     rows = [row for row in iter_rows(db, ALL) if row.normalized_score is not None][:3]
     writer.decide(rows[0], DECISION_CONFIRM_DEFECT)
     writer.decide(rows[1], DECISION_OVERRULE)
@@ -144,15 +144,15 @@ def test_score_sample_splits_reviewed_scores(db: Database) -> None:
     writer.undo(rows[2].item_id)
     samples = {product: score_sample(db, product) for product in ("tiles", "plates")}
     assert sum(sum(sample.verdicts.values()) for sample in samples.values()) == len(db.query_results())
-    confirmed = [score for sample in samples.values() for score in sample.confirmed]
-    overruled = [score for sample in samples.values() for score in sample.overruled]
+    confirmed = [score for sample in samples.values() for score in sample.defects]
+    overruled = [score for sample in samples.values() for score in sample.good]
     assert confirmed == [pytest.approx(rows[0].normalized_score)]
     assert overruled == [pytest.approx(rows[1].normalized_score)]
 
 
 def test_export_writes_results_and_decisions_of_the_filter(db: Database, tmp_path: Path) -> None:
     row = fetch_page(db, ALL, None, 1)[0]
-    ReviewWriter(db, "carol").decide(row, DECISION_CONFIRM_DEFECT, tag="crack", comment="deep, near edge")
+    Writer(db, "carol").decide(row, DECISION_CONFIRM_DEFECT, tag="crack", comment="deep, near edge")
     target = tmp_path / "out" / "review.csv"
     count = export_csv(db, QueueFilter(review_state=STATE_ALL, product=row.product), target)
     with target.open(newline="", encoding="utf-8") as handle:

@@ -9,7 +9,7 @@ from functools import partial
 from PySide6.QtCore import QModelIndex, Qt
 
 from gui.data import SORT_SCORE, STATE_ALL, QueueFilter, fetch_page, iter_rows
-from gui.decisions import ReviewWriter
+from gui_support import Writer
 from gui.queue_model import COLUMNS, ROW_ROLE, QueueModel
 from gui.workers import ImmediateRunner, TaskRunner
 from inspectd.db import DECISION_CONFIRM_DEFECT, Database
@@ -82,7 +82,7 @@ def test_descending_score_order_merges_by_score(db: Database) -> None:
 def test_review_updates_change_rows_in_place(qtbot, db: Database) -> None:
     model = make_model(db)
     row = model.row_at(1)
-    outcome = ReviewWriter(db, "alice").decide(row, DECISION_CONFIRM_DEFECT, tag="spot")
+    outcome = Writer(db, "alice").decide(row, DECISION_CONFIRM_DEFECT, tag="spot")
     with qtbot.waitSignal(model.dataChanged) as signal:
         model.set_reviews({row.item_id: outcome.effective})
     assert signal.args[0].row() == 1

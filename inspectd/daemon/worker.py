@@ -30,7 +30,7 @@ from ..active import active_version
 from ..config import Config, WatchFolder
 from ..db import Database, DuplicateResultError
 from ..db.records import ItemRecord
-from ..errors import ImageError, InspectdError
+from ..errors import DatabaseError, ImageError, InspectdError
 from ..hashing import bytes_sha256
 from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult
@@ -196,6 +196,9 @@ class ScoringWorker:
         try:
             model = self.models.get(product)
             self.reporting.model_in_use(product, model.version)
+        except DatabaseError:  # which version is active cannot be read now: not the images' fault
+            self._hand_back(items)
+            return
         except InspectdError as exc:  # no model, and no version that loads
             for item in items:
                 content = self._content(item)

@@ -1,8 +1,8 @@
 """The products' models as the daemon uses them: loaded once, switched when a new
 version is to be used, and never lost to one bad file.
 
-The version to use is the product's active one (:mod:`inspectd.active`: recorded in
-the database, else the newest). When it cannot be loaded (a corrupt
+The version to use is the product's active one (:mod:`.active_versions`: recorded in
+the database, else the newest; the last known one while the database cannot be asked). When it cannot be loaded (a corrupt
 array, an edited model.json, a changed weights file), the daemon keeps scoring with
 the version it already has, or, at start, with the newest earlier version that
 loads; the problem is logged once and shown in `inspectd status`, and the bad
@@ -12,6 +12,7 @@ version is tried again only when its files change.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -21,6 +22,7 @@ import torch
 from ..errors import InspectdError, ModelError
 from ..model import ProductModel
 from ..store import ModelStore
+from .active_versions import VersionUnknown
 
 log = logging.getLogger(__name__)
 CHECK_SECONDS = 1.0
@@ -51,6 +53,7 @@ class ModelKeeper:
         self.prepare = prepare  # limits, registration: whatever a freshly loaded model needs
         self._loaded: dict[str, _Loaded] = {}
         self.problems: dict[str, Problem] = {}
+        self._unknown: set[str] = set()  # products whose active version the database cannot tell now
 
     def get(self, product: str) -> ProductModel:
         """The model to score *product* with; ModelError when no version is usable."""
@@ -60,6 +63,14 @@ class ModelKeeper:
             return loaded.model
         try:
             wanted: str | None = self.wanted(product)
+        except VersionUnknown as exc:  # the database cannot be asked now: the best guess, asked again next time
+            if product not in self._unknown:
+                log.warning("%s: %s; scoring with %s until the database answers", product, exc,
+                            loaded.model.version if loaded else exc.guess)
+                self._unknown.add(product)
+            if loaded is None:
+                loaded = self._loaded[product] = _Loaded(self._load_with_fallback(product, exc.guess, None), -math.inf)
+            return loaded.model
         except InspectdError as exc:  # no version stored, or the database cannot say which is active
             if loaded is None:
                 raise
@@ -67,6 +78,7 @@ class ModelKeeper:
                         loaded.model.version)
             loaded.checked_at = now
             return loaded.model
+        self._unknown.discard(product)
         if loaded is not None:
             loaded.checked_at = now
             if loaded.model.version == wanted or self._known_bad(product, wanted):

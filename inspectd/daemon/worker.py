@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..active import active_version
 from ..config import Config, WatchFolder
 from ..db import Database, DuplicateResultError
+from ..db.engine import is_sqlite
 from ..db.records import ItemRecord
 from ..errors import DatabaseError, ImageError, InspectdError
 from ..hashing import bytes_sha256
@@ -36,6 +36,7 @@ from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult
 from ..plant.reporting import Reporting, verdict_for
 from ..store import ModelStore
+from .active_versions import REMEMBERED_FILE, ActiveVersions
 from .intake import Content, ContentCache
 from .spool import Spool
 from .landing import Changed, Signature, Unreadable, Vanished, read_whole, signature
@@ -82,9 +83,11 @@ class ScoringWorker:
 
     def _keeper(self, config: Config) -> ModelKeeper:
         store = ModelStore(config.store_dir)
-        # The version to score with is the product's active one (recorded in the database).
-        return ModelKeeper(store, self._device_for, self._prepare,
-                           lambda product: active_version(self.db, store, product).version)
+        # The version to score with is the product's active one (recorded in the database);
+        # a local queue means the server can go away: then the remembered answer is used.
+        remembered = None if is_sqlite(config.database_url) else config.state_dir / REMEMBERED_FILE
+        active = ActiveVersions(store, remembered)
+        return ModelKeeper(store, self._device_for, self._prepare, lambda product: active.version(self.db, product))
 
     def _device_for(self, product: str) -> torch.device:
         return torch.device("cpu") if product in self._cpu_only else self.device

@@ -2,10 +2,10 @@
 
 `shared_store_dir` is the plant's store, usually a read-only network mount that the
 quality engineers enroll into. The daemon never scores from it: a background thread
-copies each watched product's newest version into the local `store_dir` (into a
-staging folder, every file checked against the version's SHA256SUMS, then renamed
-into place), and the daemon switches to it at its next batch like to any new local
-version. A network hiccup, a hung mount or a corrupt copy only delays the switch:
+copies each watched product's versions (newest first) into the local `store_dir`
+(into a staging folder, every file checked against the version's SHA256SUMS, then
+renamed into place), and the daemon switches to the active version at its next
+batch. A network hiccup, a hung mount or a corrupt copy only delays the switch:
 scoring goes on with the local copies it has.
 """
 
@@ -66,10 +66,21 @@ class SharedModels:
             self.sync_once()
 
     def _sync(self, product: str) -> None:
-        version = self.shared.latest_version(product)
-        if version is None or version in self.local.versions(product):
-            self._problems.pop(product, None)
-            return
+        # Every version, not just the newest: the active one (recorded in the database)
+        # may be an earlier one that a quality engineer set back to. Newest first.
+        local = set(self.local.versions(product))
+        failures = []
+        for version in reversed(self.shared.versions(product)):
+            if version not in local:
+                try:
+                    self._copy(product, version)
+                except (OSError, ModelError) as exc:  # one bad version does not keep the others out
+                    failures.append(f"{version}: {exc}")
+        if failures:
+            raise ModelError("; ".join(failures))
+        self._problems.pop(product, None)
+
+    def _copy(self, product: str, version: str) -> None:
         source = self.shared.product_dir(product) / version
         target_dir = self.local.product_dir(product)
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +95,6 @@ class SharedModels:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         log.info("model %s %s copied from the shared store %s and verified", product, version, self.shared.root)
-        self._problems.pop(product, None)
 
     def _problem(self, product: str, message: str) -> None:
         if self._problems.get(product) != message:

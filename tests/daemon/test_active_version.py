@@ -56,10 +56,11 @@ def test_daemon_scores_with_the_active_version_and_undo_restores_it(
     out = cli(daemon_env.config_path, "activate", "--product", PRODUCT, "--version", "v0001", "--by", "kim")
     assert "v0001 is active now (was v0002)" in out
 
+    defect = next(path for path in sample_images if "good" not in path.name)
+    copy_as(defect, daemon_env.drop / "a.png")  # waiting at start: scored right after the warm-up
     daemon_env.start()
     daemon_env.wait_ready()
-    defect = next(path for path in sample_images if "good" not in path.name)
-    first = scored(daemon_env, defect, "a.png", 1)
+    first = daemon_env.wait_results(1, timeout=90)[0]
     assert first["model_version"] == "v0001"  # the active one, not the newest v0002
 
     with open_database(config.database_url, create=False) as db:

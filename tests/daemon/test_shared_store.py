@@ -12,7 +12,10 @@ import pytest
 
 from daemon_support import PRODUCT, DEFAULTS, DaemonEnv, copy_as, make_daemon_env
 from inspectd.config import load_config
+from inspectd.db import open_database
 from inspectd.enroll import enroll
+from inspectd.lifecycle import activate
+from inspectd.store import ModelStore
 from inspectd.synthetic import generate_images
 
 pytestmark = pytest.mark.slow
@@ -72,6 +75,35 @@ def test_line_pc_scores_from_verified_copies_of_the_shared_store(tmp_path: Path,
         row = wait_for_version(pc, copy_as(sample_images[2], pc.drop / "c.png").name)
         assert row["model_version"] == "v0002" and row["verdict"] in ("OK", "NG")
         assert not (tmp_path / "local" / PRODUCT / "v0003").exists()
+        assert pc.stop(proc) == 0
+    finally:
+        pc.kill_all()
+
+
+def test_a_new_line_pc_scores_with_the_earlier_version_that_is_active(tmp_path: Path, model_store: Path,
+                                                                       sample_images: list[Path]) -> None:
+    """The shared store has v0001 and v0002, the database says v0001 is active (set back
+    after v0002): a line PC with an empty local store copies both and scores with v0001."""
+    shared = tmp_path / "shared"
+    shutil.copytree(model_store, shared)
+    database_url = f"sqlite:///{tmp_path / 'plant.db'}"
+    engineer = tmp_path / "engineer.toml"
+    engineer.write_text(f'store_dir = "{shared}"\ndatabase_url = "{database_url}"\ndevice = "cpu"\n{DEFAULTS}')
+    more = generate_images(tmp_path / "more", n_good=3, n_defect=0, category="washer", size=(96, 96), seed=9)
+    engineer_config = load_config(engineer)
+    assert enroll(engineer_config, PRODUCT, more[0].parent, add=True).version == "v0002"
+    with open_database(database_url) as db:
+        activate(db, ModelStore(shared), PRODUCT, "v0001", "kim", "v0002 flags good parts")
+
+    pc = make_daemon_env(tmp_path / "pc", model_store, database_url)
+    text = pc.config_path.read_text().replace(f'store_dir = "{model_store}"',
+                                              f'store_dir = "{tmp_path / "local"}"\nshared_store_dir = "{shared}"')
+    pc.config_path.write_text(text)
+    try:
+        proc = pc.start()
+        pc.wait_ready()
+        assert wait_for_version(pc, copy_as(sample_images[0], pc.drop / "a.png").name)["model_version"] == "v0001"
+        assert ModelStore(tmp_path / "local").versions(PRODUCT) == ["v0001", "v0002"]
         assert pc.stop(proc) == 0
     finally:
         pc.kill_all()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..active import active_version
 from ..db import Database
-from ..errors import InspectdError, ModelError
+from ..errors import InspectdError
 from ..store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,11 @@ REMEMBERED_FILE = "active-versions.json"
 
 
 class VersionUnknown(InspectdError):
-    """The database cannot be asked now; *guess* is the best version to load meanwhile."""
+    """The database cannot be asked now; *known* is its last answer (None: none yet)."""
 
-    def __init__(self, product: str, guess: str, why: str):
-        super().__init__(f"{why}; the last known active version of {product} is {guess}")
-        self.product, self.guess = product, guess
+    def __init__(self, product: str, known: str | None, why: str):
+        super().__init__(f"{why}; the last known active version of {product} is {known}" if known else why)
+        self.product, self.known = product, known
 
 
 class ActiveVersions:
@@ -46,21 +46,12 @@ class ActiveVersions:
         asking it failed, and ModelError when the product has no usable version."""
         if not isinstance(db, Database):
             why = "not connected to the database yet" if db is None else "the database server is unreachable"
-            raise VersionUnknown(product, self._guess(product), why)
+            raise VersionUnknown(product, self._known.get(product), why)
         answer = active_version(db, self.store, product).version
         if self._known.get(product) != answer:
             self._known[product] = answer
             self._write()
         return answer
-
-    def _guess(self, product: str) -> str:
-        known = self._known.get(product)
-        if known is not None and known in self.store.versions(product):
-            return known
-        newest = self.store.latest_version(product)
-        if newest is None:
-            raise ModelError(f"no model for product {product!r} in {self.store.root} (run 'inspectd enroll' first)")
-        return newest
 
     def _read(self) -> dict[str, str]:
         if self.remembered_file is None or not self.remembered_file.exists():

@@ -63,13 +63,14 @@ class ModelKeeper:
             return loaded.model
         try:
             wanted: str | None = self.wanted(product)
-        except VersionUnknown as exc:  # the database cannot be asked now: the best guess, asked again next time
+        except VersionUnknown as exc:  # the database cannot be asked now: asked again at the next batch
+            if loaded is None:  # the version it last named if stored here, else the newest
+                versions = self.store.versions(product)
+                guess = exc.known if exc.known in versions else (versions[-1] if versions else None)
+                loaded = self._loaded[product] = _Loaded(self._load_with_fallback(product, guess, None), -math.inf)
             if product not in self._unknown:
-                log.warning("%s: %s; scoring with %s until the database answers", product, exc,
-                            loaded.model.version if loaded else exc.guess)
+                log.warning("%s: %s; scoring with %s until the database answers", product, exc, loaded.model.version)
                 self._unknown.add(product)
-            if loaded is None:
-                loaded = self._loaded[product] = _Loaded(self._load_with_fallback(product, exc.guess, None), -math.inf)
             return loaded.model
         except InspectdError as exc:  # no version stored, or the database cannot say which is active
             if loaded is None:

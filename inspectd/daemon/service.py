@@ -30,13 +30,12 @@ from ..db import (
     RetryPolicy,
     open_database,
 )
-from ..db.engine import is_sqlite
 from ..db.records import ItemRecord
 from ..device import resolve_device
 from ..errors import DatabaseError, InspectdError
 from ..plant.model_copies import shared_models
 from ..plant.reporting import Reporting
-from ..plant.offline_queue import QUEUE_FILE, OfflineQueue
+from ..plant.offline_queue import OfflineQueue, offline_queue_path
 from .intake import ContentCache, take_in
 from .landing import display_path, signature
 from .pauses import Pauses
@@ -111,8 +110,9 @@ class Daemon:
         self.reporting = Reporting(self.config)
         self.reporting.start()
         self.shared_models = shared_models(self.config)
-        if not is_sqlite(self.config.database_url):
-            self.offline_queue = OfflineQueue(self.config.state_dir / QUEUE_FILE)
+        queue_path = offline_queue_path(self.config)
+        if queue_path is not None:
+            self.offline_queue = OfflineQueue(queue_path)
             self.reporting.watch_offline_queue(self.offline_queue.depth)
         self.spool = Spool(self.config.daemon.spool_dir)
         self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.spool, self.retake,

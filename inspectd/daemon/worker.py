@@ -28,12 +28,12 @@ import torch
 
 from ..config import Config, WatchFolder
 from ..db import Database, DuplicateResultError
-from ..db.engine import is_sqlite
 from ..db.records import ItemRecord
 from ..errors import DatabaseError, ImageError, InspectdError
 from ..hashing import bytes_sha256
 from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult
+from ..plant.offline_queue import offline_queue_path
 from ..plant.reporting import Reporting, verdict_for
 from ..store import ModelStore
 from .active_versions import REMEMBERED_FILE, ActiveVersions
@@ -85,7 +85,7 @@ class ScoringWorker:
         store = ModelStore(config.store_dir)
         # The version to score with is the product's active one (recorded in the database);
         # a local queue means the server can go away: then the remembered answer is used.
-        remembered = None if is_sqlite(config.database_url) else config.state_dir / REMEMBERED_FILE
+        remembered = config.state_dir / REMEMBERED_FILE if offline_queue_path(config) else None
         active = ActiveVersions(store, remembered)
         return ModelKeeper(store, self._device_for, self._prepare, lambda product: active.version(self.db, product))
 

@@ -29,14 +29,20 @@ from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
-from ..config import WatchFolder
+from ..config import Config, WatchFolder
 from ..db import Database, DatabaseUnavailableError, DuplicateResultError
+from ..db.engine import is_sqlite
 from ..db.records import ItemRecord
 from ..db.schema import STATE_DONE, STATE_PENDING, STATE_SCORING, utcnow
 from .reporting import Reporting, verdict_for
 
 log = logging.getLogger(__name__)
 QUEUE_FILE = "offline-queue.sqlite3"
+
+
+def offline_queue_path(config: Config) -> Path | None:
+    """Where the daemon keeps its local queue; None for SQLite, a file that cannot go away."""
+    return None if is_sqlite(config.database_url) else config.state_dir / QUEUE_FILE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (

@@ -4,6 +4,7 @@ once, each row's MQTT message after its commit."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -11,9 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import copy_as, make_daemon_env
+from daemon_support import DEFAULTS, PRODUCT, copy_as, make_daemon_env
+from inspectd.config import load_config
 from inspectd.db import open_database
+from inspectd.enroll import enroll
+from inspectd.lifecycle import activate
 from inspectd.plant.offline_queue import QUEUE_FILE, OfflineQueue
+from inspectd.store import ModelStore
+from inspectd.synthetic import generate_images
 from servers import LINE_ROLE, OWNER_ROLE, PostgresServer, Subscriber, start_or_skip
 
 pytestmark = pytest.mark.slow
@@ -32,8 +38,16 @@ def test_scoring_goes_on_while_the_server_is_unreachable_and_catches_up(
     controller = pc = None
     try:
         name = server.create_database()
-        open_database(server.url(name, OWNER_ROLE)).close()
-        pc = make_daemon_env(tmp_path, model_store, server.url(name, LINE_ROLE), station="line5-cam1", extra=f"""
+        # v0002 exists but v0001 is active: a daemon restarted while offline must remember that
+        store_dir = tmp_path / "models"
+        shutil.copytree(model_store, store_dir)
+        engineer = tmp_path / "engineer.toml"
+        engineer.write_text(f'store_dir = "{store_dir}"\ndevice = "cpu"\n{DEFAULTS}')
+        more = generate_images(tmp_path / "more", n_good=3, n_defect=0, category="washer", size=(96, 96), seed=9)
+        assert enroll(load_config(engineer), PRODUCT, more[0].parent, add=True).version == "v0002"
+        with open_database(server.url(name, OWNER_ROLE)) as db:
+            activate(db, ModelStore(store_dir), PRODUCT, "v0001", "kim", "v0002 flags good parts")
+        pc = make_daemon_env(tmp_path, store_dir, server.url(name, LINE_ROLE), station="line5-cam1", extra=f"""
 [mqtt]
 host = "127.0.0.1"
 port = {mosquitto_broker.port}
@@ -78,6 +92,7 @@ topic = "plant/{{station}}/verdict"
     for row in scored_offline:  # scored during the outage, recorded after it
         assert datetime.fromisoformat(row["scored_at"]) < back_at, row
         assert row["verdict"] in ("OK", "NG") and Path(row["path"]).name.startswith(("offline_", "after_crash_"))
+    assert {row["model_version"] for row in rows} == {"v0001"}  # the active version, also after the crash
     assert {m["item_id"] for m in messages} == {row["item_id"] for row in rows}
     assert all(m["item_id"] > 0 for m in messages)  # database ids: sent after the rows were committed
     assert OfflineQueue(tmp_path / "state" / QUEUE_FILE).depth() == 0

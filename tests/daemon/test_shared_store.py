@@ -31,15 +31,20 @@ def wait_for_version(pc: DaemonEnv, name: str, timeout: float = 60.0) -> dict:
     raise AssertionError(f"{name} not scored:\n{pc.log()[-3000:]}")
 
 
+def line_pc(tmp_path: Path, model_store: Path, shared: Path, database_url: str) -> DaemonEnv:
+    """A line PC that scores from local copies (an empty local store) of *shared*."""
+    pc = make_daemon_env(tmp_path / "pc", model_store, database_url)
+    text = pc.config_path.read_text().replace(f'store_dir = "{model_store}"',
+                                              f'store_dir = "{tmp_path / "local"}"\nshared_store_dir = "{shared}"')
+    pc.config_path.write_text(text)
+    return pc
+
+
 def test_line_pc_scores_from_verified_copies_of_the_shared_store(tmp_path: Path, model_store: Path,
                                                                 sample_images: list[Path]) -> None:
     shared = tmp_path / "shared"
     shutil.copytree(model_store, shared)
-    pc = make_daemon_env(tmp_path / "pc", model_store, f"sqlite:///{tmp_path / 'pc.db'}",
-                         extra="")
-    text = pc.config_path.read_text().replace(f'store_dir = "{model_store}"',
-                                              f'store_dir = "{tmp_path / "local"}"\nshared_store_dir = "{shared}"')
-    pc.config_path.write_text(text)
+    pc = line_pc(tmp_path, model_store, shared, f"sqlite:///{tmp_path / 'pc.db'}")
     try:
         proc = pc.start()
         pc.wait_ready()
@@ -95,10 +100,7 @@ def test_a_new_line_pc_scores_with_the_earlier_version_that_is_active(tmp_path: 
     with open_database(database_url) as db:
         activate(db, ModelStore(shared), PRODUCT, "v0001", "kim", "v0002 flags good parts")
 
-    pc = make_daemon_env(tmp_path / "pc", model_store, database_url)
-    text = pc.config_path.read_text().replace(f'store_dir = "{model_store}"',
-                                              f'store_dir = "{tmp_path / "local"}"\nshared_store_dir = "{shared}"')
-    pc.config_path.write_text(text)
+    pc = line_pc(tmp_path, model_store, shared, database_url)
     try:
         proc = pc.start()
         pc.wait_ready()

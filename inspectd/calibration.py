@@ -26,6 +26,9 @@ class Calibration:
     good_max: float = float("nan")
     bad_min: float = float("nan")
     warning: str = ""
+    # 0: the good scores come from held-out images the bank never saw; k >= 2: from k
+    # cross-fitted folds, and every good image is also in the bank (crossfit.py).
+    folds: int = 0
 
     def to_json(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
@@ -36,7 +39,7 @@ class Calibration:
 
 
 def required_good_images(alpha: float) -> int:
-    """Held-out good images needed for the conformal guarantee at false-alarm rate alpha."""
+    """Calibration (held-out or cross-fitted) good images needed for the conformal guarantee at false-alarm rate alpha."""
     return math.ceil(1.0 / alpha - 1.0)
 
 
@@ -57,7 +60,7 @@ def conformal_threshold(good_scores: np.ndarray, alpha: float) -> tuple[float, b
 
 
 def calibrate(good_scores: np.ndarray, alpha: float, *, bad_scores: np.ndarray | None = None,
-              mode: str = "conformal", target_miss_rate: float = 0.01) -> Calibration:
+              mode: str = "conformal", target_miss_rate: float = 0.01, folds: int = 0) -> Calibration:
     """Choose the threshold. NG means score >= threshold.
 
     mode "conformal" uses only good images; "best_f1" and "miss_rate" need defect
@@ -68,7 +71,8 @@ def calibrate(good_scores: np.ndarray, alpha: float, *, bad_scores: np.ndarray |
     conformal, guaranteed = conformal_threshold(good, alpha)
     warning = ""
     if not guaranteed:
-        warning = (f"only {good.size} held-out good images: the false-alarm rate {alpha:g} needs at least "
+        kind = "cross-fitted" if folds >= 2 else "held-out"
+        warning = (f"only {good.size} {kind} good images: the false-alarm rate {alpha:g} needs at least "
                    f"{required_good_images(alpha)} for its guarantee; the threshold is the highest good score")
     threshold, method = conformal, "conformal" if guaranteed else "max_good"
     if mode != "conformal" and bad.size:
@@ -87,4 +91,5 @@ def calibrate(good_scores: np.ndarray, alpha: float, *, bad_scores: np.ndarray |
     return Calibration(
         threshold=threshold, method=method, false_alarm_rate=alpha, n_good=int(good.size), n_bad=int(bad.size),
         guaranteed=guaranteed and method == "conformal", good_mean=float(good.mean()), good_std=float(good.std()),
-        good_max=float(good.max()), bad_min=float(bad.min()) if bad.size else float("nan"), warning=warning)
+        good_max=float(good.max()), bad_min=float(bad.min()) if bad.size else float("nan"), warning=warning,
+        folds=folds)

@@ -53,7 +53,11 @@ class ProductSettings:
     coreset_count: int | None = None  # overrides coreset_ratio when set
     coreset_projection_dim: int = 128
     seed: int = 0
-    # Share of good images held out of the bank to calibrate the threshold.
+    # Cross-fitting folds (crossfit.py): every good image is in the bank and is scored
+    # for the threshold by a bank built from the other folds. 0 holds out
+    # `calibration_fraction` of the good images from the bank instead.
+    calibration_folds: int = 5
+    # Share of good images held out of the bank to calibrate the threshold (folds = 0).
     calibration_fraction: float = 0.2
     false_alarm_rate: float = 0.01
     threshold_mode: Literal["conformal", "best_f1", "miss_rate"] = "conformal"
@@ -71,6 +75,7 @@ class ProductSettings:
         _check(0 < self.coreset_ratio <= 1, "coreset_ratio", "must be in (0, 1]")
         _check(self.coreset_count is None or self.coreset_count >= 1, "coreset_count", "must be >= 1")
         _check(self.coreset_projection_dim >= 1, "coreset_projection_dim", "must be >= 1")
+        _check(self.calibration_folds == 0 or self.calibration_folds >= 2, "calibration_folds", "must be 0 or >= 2")
         _check(0 <= self.calibration_fraction < 1, "calibration_fraction", "must be in [0, 1)")
         _check(0 < self.false_alarm_rate < 1, "false_alarm_rate", "must be in (0, 1)")
         _check(0 <= self.target_miss_rate < 1, "target_miss_rate", "must be in [0, 1)")
@@ -231,6 +236,9 @@ class Config:
     results_dir: Path = Path("/var/lib/inspectd/results")
     # Where enrollment images of each product are kept for later --add / feedback.
     enroll_dir: Path = Path("/var/lib/inspectd/enroll")
+    # An enrollment's feature store (float16, every patch of every image) above this
+    # size goes to a memory-mapped file in the product's store folder instead of RAM.
+    enroll_memory_mb: int = 4096
     device: str = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     images: ImageLimits = field(default_factory=ImageLimits)

@@ -1,18 +1,26 @@
 """Enrollment: good images -> coreset memory bank + calibrated threshold -> a new
 model version. `add=True` extends the current version with new images only.
 
+By default every usable good image goes into the bank and the threshold comes from
+cross-fitted scores (crossfit.py); with `calibration_folds = 0` a share of the images
+is held out of the bank instead.
+
 Incremental enrollment keeps the enrolled images' work: the new coreset is chosen
 from the current bank plus the new images' patches (k-center coresets compose: a
 coreset of the union of coresets covers the union), and the held-out calibration
-features are stored in each version so the threshold can be re-derived for the new
-bank without decoding or re-extracting any earlier image.
+features (held out) or the cross-fitted scores are stored in each version so the
+threshold can be re-derived for the new bank without decoding or re-extracting any
+earlier image.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +33,10 @@ from . import __version__
 from .backbone import WeightsInfo
 from .calibration import Calibration, calibrate, required_good_images
 from .config import Config, ProductSettings
-from .coreset import coreset_size, select_coreset
+from .bank import ImageRows, ImageSubset, select_bank
+from .coreset import coreset_size
+from .cost import CostEstimate, estimate
+from .crossfit import cross_fit, fold_of_images
 from .device import resolve_device
 from .errors import ImageError, InspectdError, ModelError
 from .extractor_cache import new_extractor, shared_extractor
@@ -56,6 +67,7 @@ class EnrollReport:
     calibration: Calibration
     timings_s: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    estimate: CostEstimate | None = None  # what was told before the work started
 
     @property
     def threshold(self) -> float:
@@ -73,9 +85,11 @@ class _Images:
 
 def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str | Path | None = None,
            weights: str | None = None, add: bool = False, base_version: str | None = None,
-           progress: Progress | None = None) -> EnrollReport:
+           progress: Progress | None = None, on_estimate: Callable[[CostEstimate], None] | None = None
+           ) -> EnrollReport:
     """Enroll `product` from the good images in `good_dir` (see module docstring).
-    With `add`, the new version extends `base_version` (default: the newest)."""
+    With `add`, the new version extends `base_version` (default: the newest).
+    `on_estimate` hears what the enrollment and the model will cost before the work starts."""
     started = time.perf_counter()
     store = ModelStore(config.store_dir)
     device = resolve_device(config.device)
@@ -92,73 +106,130 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
     else:
         extractor, weights_info = new_extractor(settings, device)
         geometry = _freeze_geometry(geometry_from_settings(settings), paths, config)
-    bank_paths, cal_paths = _split(paths, settings, adding=parent is not None)
     decoder = _Decoder(geometry, config, _enrolled_hashes(parent))
+    cost = estimate(extractor, geometry.input_hw, settings, len(paths),
+                    int(parent.metadata["coreset"]["source_patches"]) if parent is not None else 0,
+                    memory_limit_bytes=config.enroll_memory_mb * 2**20)
+    if on_estimate is not None:
+        on_estimate(cost)
+    with contextlib.ExitStack() as stack:
+        spill_dir = _spill_dir(store, product, stack) if cost.spills else None
+        cross_fit = settings.calibration_folds >= 2
+        bank_paths, cal_paths = (list(paths), []) if cross_fit else _split(paths, settings, adding=parent is not None)
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        # One pass, bank images first: the split is settled on the images that decode, so
+        # unusable files cannot empty the held-out share (both parts are views, no copy).
+        feats, kept = _extract(extractor, decoder, bank_paths + cal_paths, settings.batch_size,
+                               lambda d, t: progress("features", d, t), spill_dir)
+        timings["features"] = time.perf_counter() - clock
+        skipped = kept.skipped
+        if not kept.paths:
+            raise InspectdError(f"none of the {len(paths)} images in {good_dir} can be used: "
+                                + "; ".join(f"{Path(n).name}: {r}" for n, r in skipped[:3]))
+        n_bank = len(kept.paths) - (0 if cross_fit else _calibration_count(len(kept.paths), settings,
+                                                                             adding=parent is not None))
+        new_feats, cal_new = feats[:n_bank], feats[n_bank:]
+        bank_set = _Images(kept.paths[:n_bank], kept.hashes[:n_bank])
+        cal_set = _Images(kept.paths[n_bank:], kept.hashes[n_bank:])
+        grid = tuple(feats.shape[1:3])
 
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    # One pass, bank images first: the split is settled on the images that decode, so
-    # unusable files cannot empty the held-out share (both parts are views, no copy).
-    feats, kept = _extract(extractor, decoder, bank_paths + cal_paths, settings.batch_size,
-                           lambda d, t: progress("features", d, t))
-    timings["features"] = time.perf_counter() - clock
-    skipped = kept.skipped
-    if not kept.paths:
-        raise InspectdError(f"none of the {len(paths)} images in {good_dir} can be used: "
-                            + "; ".join(f"{Path(n).name}: {r}" for n, r in skipped[:3]))
-    n_bank = len(kept.paths) - _calibration_count(len(kept.paths), settings, adding=parent is not None)
-    new_feats, cal_new = feats[:n_bank], feats[n_bank:]
-    bank_set = _Images(kept.paths[:n_bank], kept.hashes[:n_bank])
-    cal_set = _Images(kept.paths[n_bank:], kept.hashes[n_bank:])
-    grid = tuple(feats.shape[1:3])
+        clock = time.perf_counter()
+        if cross_fit and parent is None:  # the fold coresets make the bank
+            bank, good_scores = _cross_fit(new_feats, settings, geometry, device, progress)
+            source_patches = int(new_feats.shape[0] * new_feats.shape[1] * new_feats.shape[2])
+        else:
+            bank, source_patches = _choose_bank(parent, new_feats, settings, device, progress)
+            good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device) if cross_fit else None
+        timings["coreset and cross-fitting" if cross_fit else "coreset"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    bank, source_patches = _choose_bank(parent, new_feats, settings, device, progress)
-    timings["coreset"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        scorer = _scorer(bank, settings, geometry, device)
+        if cross_fit:
+            arrays = {"calibration_scores": good_scores}
+        else:
+            cal_feats = _calibration_pool(parent, cal_new)
+            good_scores = _held_out_scores(scorer, cal_feats)
+            arrays = {"calibration": cal_feats.cpu().numpy().astype(np.float16)}
+        calibration, bad_count = _calibrate(scorer, good_scores, bad_dir, extractor, geometry, config, settings,
+                                            progress)
+        timings["calibration"] = time.perf_counter() - clock
+        timings["total"] = time.perf_counter() - started
 
-    clock = time.perf_counter()
-    cal_feats = _calibration_pool(parent, cal_new)
-    calibration, bad_count = _calibrate(Scorer(BankIndex(bank.to(device), search_dim=settings.search_dim,
-                                                         candidates=settings.search_candidates,
-                                                         mode=settings.search), settings, geometry.input_hw),
-                                        cal_feats, bad_dir, extractor, geometry, config, settings, progress)
-    timings["calibration"] = time.perf_counter() - clock
-    timings["total"] = time.perf_counter() - started
-
-    warnings = [calibration.warning] if calibration.warning else []
-    if weights_info.source == "random":
-        warnings.insert(0, "backbone weights are RANDOM: for tests and demos only")
-    metadata = _metadata(settings, weights_info, geometry, grid, bank, source_patches, calibration, parent,
-                         bank_set, cal_set, skipped, timings, bad_count)
-    stored = store.write(product, metadata, {"bank": bank.cpu().numpy(),
-                                             "calibration": cal_feats.cpu().numpy().astype(np.float16)})
-    for message in warnings:
-        log.warning("%s: %s", product, message)
-    return EnrollReport(
-        product=product, version=stored.version, path=stored.path, images_found=len(paths),
-        bank_images=len(bank_set.paths), calibration_images=len(cal_set.paths), bad_images=bad_count,
-        skipped=skipped, bank_size=int(bank.shape[0]), feature_dim=int(bank.shape[1]),
-        calibration=calibration, timings_s=timings, warnings=warnings)
+        warnings = [calibration.warning] if calibration.warning else []
+        if weights_info.source == "random":
+            warnings.insert(0, "backbone weights are RANDOM: for tests and demos only")
+        metadata = _metadata(settings, weights_info, geometry, grid, bank, source_patches, calibration, parent,
+                             bank_set, cal_set, skipped, timings, bad_count)
+        stored = store.write(product, metadata, {"bank": bank.cpu().numpy(), **arrays})
+        for message in warnings:
+            log.warning("%s: %s", product, message)
+        return EnrollReport(
+            product=product, version=stored.version, path=stored.path, images_found=len(paths),
+            bank_images=len(bank_set.paths), calibration_images=len(bank_set.paths if cross_fit else cal_set.paths),
+            bad_images=bad_count,
+            skipped=skipped, bank_size=int(bank.shape[0]), feature_dim=int(bank.shape[1]),
+            calibration=calibration, timings_s=timings, warnings=warnings, estimate=cost)
 
 
 def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: ProductSettings,
                  device: torch.device, progress: Progress) -> tuple[torch.Tensor, int]:
     """The coreset memory bank (float32) and how many patches it stands for."""
     pool, source_patches = _bank_pool(parent, new_feats)
-    count = min(coreset_size(source_patches, settings.coreset_ratio, settings.coreset_count), pool.shape[0])
-    chosen = select_coreset(pool, count, projection_dim=settings.coreset_projection_dim, seed=settings.seed,
-                            device=device, progress=lambda d, t: progress("coreset", d, t))
-    return pool[torch.from_numpy(np.sort(chosen))].float(), source_patches
+    return select_bank(pool, source_patches, settings, device, progress), source_patches
 
 
-def _calibrate(scorer: Scorer, cal_feats: torch.Tensor, bad_dir: str | Path | None,
-               extractor: PatchFeatureExtractor, geometry: Geometry, config: Config, settings: ProductSettings,
-               progress: Progress) -> tuple[Calibration, int]:
-    """Threshold from the held-out good images' scores (and known defects, if given)."""
+def _scorer(bank: torch.Tensor, settings: ProductSettings, geometry: Geometry, device: torch.device) -> Scorer:
+    index = BankIndex(bank.to(device), search_dim=settings.search_dim, candidates=settings.search_candidates,
+                      mode=settings.search)
+    return Scorer(index, settings, geometry.input_hw)
+
+
+def _cross_fit(feats: torch.Tensor, settings: ProductSettings, geometry: Geometry, device: torch.device,
+               progress: Progress) -> tuple[torch.Tensor, np.ndarray]:
+    """Bank from every image and one out-of-bank score per image (crossfit.py)."""
+    n = feats.shape[0]
+    if n < 2:
+        raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
+    fold = fold_of_images(n, settings.calibration_folds, settings.seed)
+    source = n * feats.shape[1] * feats.shape[2]
+    total = coreset_size(source, settings.coreset_ratio, settings.coreset_count)
+
+    def select_part(images: np.ndarray) -> torch.Tensor:
+        rows = ImageRows(feats, images)
+        # The fold's share of the bank size, so that fold banks and the final bank
+        # keep the product's ratio (or its fixed count).
+        share = None if settings.coreset_count is None else math.ceil(total * rows.shape[0] / source)
+        part_settings = dataclasses.replace(settings, coreset_count=share)
+        return select_bank(rows, rows.shape[0], part_settings, device, progress)
+
+    def score(bank: torch.Tensor, images: np.ndarray) -> np.ndarray:
+        return _scorer(bank, settings, geometry, device).image_scores(ImageSubset(feats, images))
+
+    return cross_fit(fold, select_part, score)
+
+
+def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, settings: ProductSettings,
+                           geometry: Geometry, device: torch.device) -> np.ndarray:
+    """`--add`: the parent's cross-fitted scores, and the new images scored by the
+    parent's bank, which did not see them either (no earlier image is read again)."""
+    old = np.asarray(parent.array("calibration_scores"), dtype=np.float64)
+    new = _scorer(_parent_bank(parent), settings, geometry, device).image_scores(new_feats)
+    return np.concatenate([old, new])
+
+
+def _held_out_scores(scorer: Scorer, cal_feats: torch.Tensor) -> np.ndarray:
     if cal_feats.shape[0] == 0:
         raise InspectdError("no held-out good images to calibrate the threshold: enroll at least 2 images "
-                            "with calibration_fraction > 0")
-    good_scores = scorer.image_scores(cal_feats)
+                            "with calibration_fraction > 0 (or calibration_folds >= 2)")
+    return scorer.image_scores(cal_feats)
+
+
+def _calibrate(scorer: Scorer, good_scores: np.ndarray, bad_dir: str | Path | None,
+               extractor: PatchFeatureExtractor, geometry: Geometry, config: Config, settings: ProductSettings,
+               progress: Progress) -> tuple[Calibration, int]:
+    """Threshold from the good images' out-of-bank scores (and known defects, scored
+    with the final bank, if given)."""
     bad_scores = None
     bad_count = 0
     if bad_dir is not None:
@@ -167,7 +238,8 @@ def _calibrate(scorer: Scorer, cal_feats: torch.Tensor, bad_dir: str | Path | No
         bad_scores = scorer.image_scores(bad_feats)
         bad_count = len(bad_set.paths)
     calibration = calibrate(good_scores, settings.false_alarm_rate, bad_scores=bad_scores,
-                            mode=settings.threshold_mode, target_miss_rate=settings.target_miss_rate)
+                            mode=settings.threshold_mode, target_miss_rate=settings.target_miss_rate,
+                            folds=settings.calibration_folds)
     return calibration, bad_count
 
 
@@ -250,12 +322,29 @@ class _Decoder:
         return image
 
 
+def _spill_dir(store: ModelStore, product: str, stack: contextlib.ExitStack) -> Path:
+    """A temporary folder for the memory-mapped feature store, beside the product's
+    versions (on the store's disk, not in a RAM-backed /tmp), removed afterwards."""
+    folder = store.product_dir(product)
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".features-", dir=folder)))
+
+
+def _feature_store(shape: tuple[int, ...], spill_dir: Path | None) -> torch.Tensor:
+    if spill_dir is None:
+        return torch.empty(shape, dtype=torch.float16)
+    mapped = np.lib.format.open_memmap(spill_dir / "features.npy", mode="w+", dtype=np.float16, shape=shape)
+    return torch.from_numpy(mapped)
+
+
 def _extract(extractor: PatchFeatureExtractor, decoder: _Decoder, paths: Sequence[Path], batch_size: int,
-             progress: Callable[[int, int], None]) -> tuple[torch.Tensor, _Images]:
+             progress: Callable[[int, int], None], spill_dir: Path | None = None) -> tuple[torch.Tensor, _Images]:
     """Patch features (N, h, w, D) of the usable images among `paths`, float16 on the CPU.
 
     float16 halves the memory of a large enrollment (1,000 images at 1024-d: 1.6 GB);
-    the preallocated buffer is filled in place, never built from Python lists."""
+    the preallocated buffer is filled in place, never built from Python lists. With
+    `spill_dir` the buffer is a memory-mapped file there: the operating system pages
+    it in and out, and every later step reads it in runs (bank.ImageRows)."""
     kept = _Images()
     buffer: torch.Tensor | None = None
     for start in range(0, len(paths), batch_size):
@@ -264,7 +353,7 @@ def _extract(extractor: PatchFeatureExtractor, decoder: _Decoder, paths: Sequenc
         if images:
             feats = extractor(extractor.to_tensor(images))
             if buffer is None:
-                buffer = torch.empty((len(paths), *feats.shape[1:]), dtype=torch.float16)
+                buffer = _feature_store((len(paths), *feats.shape[1:]), spill_dir)
             filled = len(kept.paths)
             buffer[filled - len(images):filled] = feats.to("cpu", torch.float16)
         progress(min(start + batch_size, len(paths)), len(paths))
@@ -286,11 +375,15 @@ def _bank_pool(parent: StoredModel | None, new_feats: torch.Tensor) -> tuple[tor
         if flat.shape[0] == 0:
             raise InspectdError("no images left for the memory bank")
         return flat, flat.shape[0]
-    old = torch.from_numpy(np.asarray(parent.array("bank"))).to(torch.float16)
+    old = _parent_bank(parent).to(torch.float16)
     if old.shape[1] != flat.shape[1]:
         raise ModelError(f"stored bank has {old.shape[1]} dimensions, new features {flat.shape[1]}")
     source = int(parent.metadata["coreset"]["source_patches"]) + flat.shape[0]
     return torch.cat([old, flat]), source
+
+
+def _parent_bank(parent: StoredModel) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(parent.array("bank")))
 
 
 def _calibration_pool(parent: StoredModel | None, new_cal: torch.Tensor) -> torch.Tensor:

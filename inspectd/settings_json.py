@@ -12,8 +12,13 @@ def settings_to_json(settings: ProductSettings) -> dict:
     return {f.name: getattr(settings, f.name) for f in fields(settings)}
 
 
+# Settings that models recorded before the setting existed were built without: a
+# version enrolled before cross-fitting held its calibration images out of the bank.
+_BEFORE_THE_SETTING = {"calibration_folds": 0}
+
+
 def settings_from_json(data: dict) -> ProductSettings:
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in {**_BEFORE_THE_SETTING, **data}.items()}
     return ProductSettings(**values)
 
 

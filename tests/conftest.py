@@ -99,7 +99,7 @@ def resnet18_state_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def enrolled(tmp_path_factory: pytest.TempPathFactory, dataset: Path) -> Enrolled:
-    """The session's product, enrolled once from the 20 train goods (16 bank, 4 held out)."""
+    """The session's product, enrolled once from the 20 train goods (all in the bank, cross-fitted)."""
     from inspectd.enroll import enroll
 
     path = write_config(tmp_path_factory.mktemp("session"))

@@ -56,6 +56,9 @@ def test_enroll_prints_a_summary(capsys, make_config, dataset: Path, tmp_path: P
     stored = ModelStore(config.store_dir).open("cli-part")
     assert f"{stored.metadata['calibration']['threshold']:.4f}" in out
     assert f"{stored.metadata['coreset']['size']} x 1024" in out
+    assert "6 (cross-fitted in 5 folds, also in the bank)" in out
+    assert out.index("cost: 7 images x 576 patches (24x24) x 1024") < out.index("images found")
+    assert "threshold: cross-fitted conformal (5 folds, 6 good images" in out
     code, out, err = run(capsys, "enroll", "--product", "cli-part", good, "--add", "--config", path)
     assert code == 1 and "already enrolled" in one_error_line(err)
 

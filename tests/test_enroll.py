@@ -59,7 +59,7 @@ def session_scores(session_model: ProductModel, eval_set):
 def test_model_files_and_metadata(enrolled) -> None:
     report = enrolled.report
     assert report.version == "v0001" and report.path == enrolled.config.store_dir / "tiles" / "v0001"
-    assert sorted(p.name for p in report.path.iterdir()) == ["SHA256SUMS", "bank.npy", "calibration.npy",
+    assert sorted(p.name for p in report.path.iterdir()) == ["SHA256SUMS", "bank.npy", "calibration_scores.npy",
                                                              "model.json"]
     meta = json.loads((report.path / "model.json").read_text())
     assert meta["settings"]["backbone"] == "resnet18"
@@ -68,41 +68,57 @@ def test_model_files_and_metadata(enrolled) -> None:
     assert meta["geometry"]["resize"] == "square" and meta["geometry"]["size"] == 96
     assert meta["geometry"]["resize_hw"] == [96, 96]
     assert meta["patch_grid"] == list(GRID) and meta["feature_dim"] == 1024
-    # 16 bank images x 576 patches, 10% coreset
-    assert report.images_found == 20 and report.bank_images == 16 and report.calibration_images == 4
-    assert meta["coreset"]["ratio"] == 0.1 and meta["coreset"]["source_patches"] == 16 * 576
-    assert meta["coreset"]["size"] == report.bank_size == math.ceil(0.1 * 16 * 576)
+    # every one of the 20 images in the bank (x 576 patches, 10% coreset), and each
+    # also has a cross-fitted calibration score
+    assert report.images_found == 20 and report.bank_images == 20 and report.calibration_images == 20
+    assert meta["coreset"]["ratio"] == 0.1 and meta["coreset"]["source_patches"] == 20 * 576
+    # five folds of 4 images, each fold's coreset at 10%
+    assert meta["coreset"]["size"] == report.bank_size == 5 * math.ceil(0.1 * 4 * 576)
     assert np.load(report.path / "bank.npy").shape == (report.bank_size, 1024)
-    assert np.load(report.path / "calibration.npy").shape == (4, *GRID, 1024)
+    assert np.load(report.path / "calibration_scores.npy").shape == (20,)
     cal = meta["calibration"]
     assert cal["threshold"] == report.threshold > 0
-    assert cal["method"] == "conformal" and cal["guaranteed"] is True and cal["n_good"] == 4
+    assert cal["method"] == "conformal" and cal["guaranteed"] is True and cal["n_good"] == 20
+    assert cal["folds"] == 5
     assert cal["false_alarm_rate"] == 0.2 and meta["calibration_required_images"] == 4
     assert cal["good_max"] >= cal["threshold"] >= cal["good_mean"] > 0
-    assert len(meta["images"]["bank"]) == 16 and len(meta["images"]["calibration"]) == 4
-    names = {e["name"] for e in meta["images"]["bank"] + meta["images"]["calibration"]}
+    assert len(meta["images"]["bank"]) == 20 and meta["images"]["calibration"] == []
+    names = {e["name"] for e in meta["images"]["bank"]}
     assert names == {p.name for p in train_images(enrolled.dataset)}
     entry = meta["images"]["bank"][0]
     assert entry["sha256"] == hashlib.sha256((enrolled.dataset / "train" / "good" / entry["name"]).read_bytes()).hexdigest()
     assert meta["inspectd_version"] == inspectd.__version__
     assert dt.datetime.fromisoformat(meta["created_at"]).tzinfo is not None
-    assert meta["timings_s"]["total"] > 0 and set(meta["timings_s"]) >= {"features", "coreset", "calibration"}
+    assert meta["timings_s"]["total"] > 0
+    assert set(meta["timings_s"]) >= {"features", "coreset and cross-fitting", "calibration"}
     assert meta["parent_version"] is None
     assert any("RANDOM" in w for w in report.warnings)
 
 
-def test_threshold_is_the_conformal_rank_of_held_out_scores(enrolled, session_model: ProductModel) -> None:
-    stored = session_model.stored
-    held_out = torch.from_numpy(stored.array("calibration"))
-    scores = session_model.scorer.image_scores(held_out)
+def test_threshold_is_the_conformal_rank_of_cross_fitted_scores(enrolled, session_model: ProductModel) -> None:
+    scores = session_model.stored.array("calibration_scores")
+    assert scores.shape == (20,) and np.all(scores > 0)
+    assert session_model.threshold == np.sort(scores)[math.ceil(21 * 0.8) - 1]
+    assert session_model.threshold == calibrate(scores, 0.2).threshold
+
+
+def test_held_out_threshold_is_the_conformal_rank_of_held_out_scores(tmp_path: Path, make_config,
+                                                                      dataset: Path) -> None:
+    _, config = make_config(defaults={"calibration_folds": 0})
+    report = enroll(config, "held", copy_images(train_images(dataset), tmp_path / "good"))
+    assert (report.bank_images, report.calibration_images) == (16, 4)
+    model = ProductModel.load(ModelStore(config.store_dir), "held")
+    assert model.stored.metadata["coreset"]["source_patches"] == 16 * 576
+    assert model.calibration.folds == 0
+    held_out = torch.from_numpy(model.stored.array("calibration"))
+    scores = model.scorer.image_scores(held_out)
     assert scores.shape == (4,)
-    expected = calibrate(scores, 0.2)
-    assert session_model.threshold == pytest.approx(expected.threshold, rel=1e-5)
-    assert session_model.threshold == pytest.approx(np.sort(scores)[math.ceil(5 * 0.8) - 1], rel=1e-5)
+    assert model.threshold == pytest.approx(calibrate(scores, 0.2).threshold, rel=1e-5)
+    assert model.threshold == pytest.approx(np.sort(scores)[math.ceil(5 * 0.8) - 1], rel=1e-5)
     # the held-out files themselves score the same (features stored as float16)
-    folder = enrolled.dataset / "train" / "good"
-    paths = [folder / e["name"] for e in stored.metadata["images"]["calibration"]]
-    live = [r.score for r in session_model.score_images(prepared(session_model, paths))]
+    folder = tmp_path / "good"
+    paths = [folder / e["name"] for e in model.stored.metadata["images"]["calibration"]]
+    live = [r.score for r in model.score_images(prepared(model, paths))]
     np.testing.assert_allclose(live, scores, rtol=1e-2)
 
 
@@ -157,13 +173,15 @@ def test_bad_files_are_skipped_with_reasons(tmp_path: Path, make_config, dataset
     assert "duplicate of another image" in skipped[duplicate]
     assert "over the limit" in skipped["04_large.bmp"]
     assert all(str(good) not in reason for reason in skipped.values())  # the name is not repeated
-    assert report.images_found == 12 and report.bank_images + report.calibration_images == 6
+    assert report.images_found == 12
     meta = json.loads((report.path / "model.json").read_text())
     assert {e["name"] for e in meta["images"]["skipped"]} == set(skipped)
     used = {e["name"] for e in meta["images"]["bank"] + meta["images"]["calibration"]}
     kept_copy = ({"002.png", "zz_copy.png"} - {duplicate}).pop()
     assert used == {f"{i:03d}.png" for i in range(6) if i != 2} | {kept_copy}
-    assert report.calibration_images == 1 and report.bank_images == 5  # held-out share of the usable 6
+    # every usable image is in the bank and has a cross-fitted score
+    assert report.calibration_images == report.bank_images == 6
+    assert meta["coreset"]["source_patches"] == 6 * 576 and meta["calibration"]["n_good"] == 6
 
 
 def test_unusable_folders(tmp_path: Path, make_config) -> None:
@@ -184,18 +202,21 @@ def test_unusable_folders(tmp_path: Path, make_config) -> None:
 
 
 def test_no_calibration_images_is_refused(tmp_path: Path, make_config, dataset: Path) -> None:
-    _, config = make_config(defaults={"calibration_fraction": 0.0})
+    _, config = make_config(defaults={"calibration_fraction": 0.0, "calibration_folds": 0})
     with pytest.raises(InspectdError, match="held-out"):
         enroll(config, "nocal", copy_images(train_images(dataset)[:3], tmp_path / "good"))
+    _, config = make_config()
+    with pytest.raises(InspectdError, match="at least 2 usable good images"):
+        enroll(config, "nocal", copy_images(train_images(dataset)[:1], tmp_path / "one"))
     assert ModelStore(config.store_dir).versions("nocal") == []
 
 
-def test_too_few_held_out_images_warns(tmp_path: Path, make_config, dataset: Path) -> None:
+def test_too_few_calibration_images_warns(tmp_path: Path, make_config, dataset: Path) -> None:
     _, config = make_config(defaults={"false_alarm_rate": 0.01})
     report = enroll(config, "few", copy_images(train_images(dataset)[:5], tmp_path / "good"))
-    assert report.calibration_images == 1
+    assert report.calibration_images == 5
     assert report.calibration.method == "max_good" and not report.calibration.guaranteed
-    assert any("99" in w for w in report.warnings)
+    assert any("only 5 cross-fitted good images" in w and "99" in w for w in report.warnings)
 
 
 # ------------------------------------------------------------------------ --add
@@ -226,8 +247,8 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> _Counter:
     return counter
 
 
-def test_add_extends_the_current_version(tmp_path: Path, make_config, dataset: Path, spies: _Counter) -> None:
-    _, config = make_config()
+def test_add_extends_a_held_out_version(tmp_path: Path, make_config, dataset: Path, spies: _Counter) -> None:
+    _, config = make_config(defaults={"calibration_folds": 0})
     images = train_images(dataset)
     first = enroll(config, "grow", copy_images(images[:8], tmp_path / "day1"))
     assert (first.bank_images, first.calibration_images) == (6, 2)
@@ -292,7 +313,7 @@ def test_add_needs_an_existing_model(tmp_path: Path, make_config, dataset: Path)
 
 
 def test_bad_images_refine_the_threshold(tmp_path: Path, make_config, dataset: Path, eval_set) -> None:
-    _, config = make_config(products={"refined": {"threshold_mode": "best_f1", "calibration_fraction": 0.4}})
+    _, config = make_config(products={"refined": {"threshold_mode": "best_f1"}})
     good = copy_images(train_images(dataset)[:10], tmp_path / "good")
     defects = [p for p, label in zip(eval_set.paths, eval_set.labels) if label]
     bad = tmp_path / "bad"
@@ -306,7 +327,7 @@ def test_bad_images_refine_the_threshold(tmp_path: Path, make_config, dataset: P
     meta = json.loads((report.path / "model.json").read_text())
     assert meta["images"]["bad"] == len(defects) and meta["calibration"]["method"] == "best_f1"
     model = ProductModel.load(ModelStore(config.store_dir), "refined")
-    good_scores = model.scorer.image_scores(torch.from_numpy(model.stored.array("calibration")))
+    good_scores = model.stored.array("calibration_scores")  # cross-fitted
     bad_scores = np.array([r.score for r in model.score_images(prepared(model, sorted(bad.iterdir())))])
     assert cal.bad_min == pytest.approx(bad_scores.min(), rel=1e-2)
     labels = np.r_[np.zeros(good_scores.size), np.ones(bad_scores.size)]

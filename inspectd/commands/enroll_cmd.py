@@ -7,6 +7,7 @@ import argparse
 from ..active import active_version
 from ..cli import existing_dir, print_table
 from ..config import Config
+from ..crossfit import guarantee_note
 from ..db import open_database
 from ..enroll import EnrollReport, enroll
 from ..identity import add_signer_option, quality_engineer
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         bar = ProgressBar()
         try:
             report = enroll(config, args.product, args.good_dir, bad_dir=args.bad, weights=args.weights,
-                            add=args.add, base_version=base, progress=bar)
+                            add=args.add, base_version=base, progress=bar,
+                            on_estimate=lambda cost: print(f"cost: {cost.summary()}", flush=True))
         finally:
             bar.close()
         if not args.candidate:
@@ -61,7 +63,10 @@ def print_summary(report: EnrollReport) -> None:
     rows = [
         ("product", report.product), ("version", report.version), ("model", report.path),
         ("images found", report.images_found), ("bank images", report.bank_images),
-        ("calibration images", report.calibration_images), ("skipped", len(report.skipped)),
+        ("calibration images", f"{report.calibration_images}"
+                               + (f" (cross-fitted in {cal.folds} folds, also in the bank)" if cal.folds else
+                                  " (held out of the bank)")),
+        ("skipped", len(report.skipped)),
         ("bank size", f"{report.bank_size} x {report.feature_dim}"),
         ("threshold", f"{cal.threshold:.4f} ({cal.method}, false-alarm rate {cal.false_alarm_rate:g}"
                       f"{', guaranteed' if cal.guaranteed else ''})"),
@@ -70,6 +75,7 @@ def print_summary(report: EnrollReport) -> None:
     if report.bad_images:
         rows.insert(6, ("defect images", report.bad_images))
     print_table(rows, ("enrollment", ""))
+    print(f"threshold: {guarantee_note(cal.folds, cal.n_good, cal.false_alarm_rate, cal.guaranteed)}")
     for name, reason in report.skipped:
         print(f"skipped {name}: {reason}")
     for warning in report.warnings:

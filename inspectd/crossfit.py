@@ -1,0 +1,71 @@
+"""Cross-fitted calibration: every good image in the final bank, and every calibration
+score from a bank that did not see the image.
+
+The good images are dealt into k folds (seeded) and a coreset is selected from each
+fold's patches. The final bank is their union; each fold's images are scored by the
+union of the *other* folds' coresets, a bank that never saw them. Each of the n good
+images gets one out-of-bank score, and the threshold is the conformal rank
+ceil((n+1)(1-alpha)) of those n scores (method.md section 4).
+
+What holds: a fold's scoring bank has (k-1)/k of the final bank's rows, and a larger
+bank finds nearer neighbours, so a new good image tends to score *lower* against the
+final bank than the calibration images did against theirs. The threshold is then
+slightly pessimistic: the false-alarm rate on new good images is at most about alpha
+(bench/calibration.py measures it). This is not the exact split-conformal bound, which
+needs calibration images that the scoring bank never saw.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+SelectPart = Callable[[np.ndarray], torch.Tensor]  # images -> bank rows chosen from their patches
+Score = Callable[[torch.Tensor, np.ndarray], np.ndarray]  # (bank, images) -> their scores
+
+
+def fold_of_images(n: int, folds: int, seed: int) -> np.ndarray:
+    """Fold number of each of n images: a seeded deal into min(folds, n) folds of
+    sizes differing by at most one."""
+    if n < 2:
+        raise ValueError("cross-fitting needs at least 2 images")
+    k = min(folds, n)
+    order = np.random.default_rng(seed).permutation(n)
+    fold = np.empty(n, dtype=np.int64)
+    fold[order] = np.arange(n) % k
+    return fold
+
+
+def cross_fit(fold: np.ndarray, select_part: SelectPart, score: Score) -> tuple[torch.Tensor, np.ndarray]:
+    """The final bank and one out-of-bank score per image.
+
+    `select_part(images)` chooses bank rows from those images' patches (one fold's
+    coreset); `score(bank, images)` scores images against a bank. The final bank is the
+    union of the k fold coresets (k-center coresets compose), and fold f is scored by
+    the union of the other folds' coresets: the final bank without the rows that came
+    from fold f. That costs k coresets of n/k images, less than one of n."""
+    folds = np.unique(fold)
+    parts = [select_part(np.flatnonzero(fold == f)) for f in folds]
+    scores = np.full(fold.size, np.nan)
+    for f, _ in enumerate(folds):
+        others = torch.cat([part for g, part in enumerate(parts) if g != f])
+        inside = np.flatnonzero(fold == folds[f])
+        scores[inside] = score(others, inside)
+    return torch.cat(parts), scores
+
+
+def guarantee_note(folds: int, n: int, alpha: float, guaranteed: bool) -> str:
+    """What the threshold promises, in one sentence for the enrollment summary."""
+    if folds < 2:
+        if guaranteed:
+            return (f"split conformal on {n} held-out good images: false-alarm probability at most {alpha:g} "
+                    "on new good images like them")
+        return f"only {n} held-out good images: no false-alarm guarantee at {alpha:g}"
+    if not guaranteed:
+        return (f"only {n} good images: the threshold is the highest cross-fitted good score, "
+                f"no false-alarm guarantee at {alpha:g}")
+    return (f"cross-fitted conformal ({folds} folds, {n} good images, each scored by a bank without it); "
+            f"the final bank holds all {n}, so new good images score a little lower: false-alarm rate "
+            f"about {alpha:g} or less (measured by bench/calibration.py, not an exact bound)")

@@ -65,7 +65,7 @@ def bench_enroll(config: Config, train: list[Path], workdir: Path) -> None:
     report = enroll(config, "bench", good)
     total = time.perf_counter() - started
     t = report.timings_s
-    print(f"enroll {report.bank_images + report.calibration_images} images -> bank {report.bank_size} x "
+    print(f"enroll {report.images_found - len(report.skipped)} images -> bank {report.bank_size} x "
           f"{report.feature_dim}: features {t['features']:.1f} s, coreset {t['coreset']:.1f} s, "
           f"calibration {t['calibration']:.1f} s, total {total:.1f} s; peak RSS {peak_rss_mb():.0f} MB")
 

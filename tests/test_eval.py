@@ -202,6 +202,9 @@ def test_plain_layout(tmp_path: Path, data: Path, capsys) -> None:
     assert (result["n_good"], result["n_defect"], result["n_pixel_images"]) == (7, 4, 10)
     assert any("enrolled plain_tiles v0001 from 7 of the 14 images in good/" in n for n in result["notes"])
     assert all(result[k] is not None for k in METRIC_KEYS)
+    # what was measured, beside what the threshold was calibrated for
+    assert result["peak_ram_mb"] > 0 and result["ms_per_image"] > 0
+    assert result["target_false_alarm_rate"] == 0.2 and result["calibration_folds"] == 5
     # The images enrolled are exactly the seeded half, and none of them is tested.
     categories, _ = discover(plain)
     enrolled_paths, tested = split_good(categories[0].samples, seed=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -35,6 +36,9 @@ class Evaluation:
     has_mask: np.ndarray  # (N,) bool: counts for pixel metrics (good, or defect with a mask)
     metrics: Metrics
     seconds_per_image: float
+    peak_ram_mb: float  # the process's peak resident memory when scoring ended (enrollment included)
+    target_false_alarm_rate: float  # what the model's threshold was calibrated for
+    calibration_folds: int  # 0: held-out calibration images; k: cross-fitted
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -103,4 +107,11 @@ def evaluate(model: ProductModel, samples: Sequence[Sample], category: str,
     return Evaluation(category=category, product=model.product, version=model.version,
                       weights=model.weights.source, threshold=model.threshold, geometry=model.geometry,
                       samples=kept, scores=scores, maps=maps, masks=masks, has_mask=has_mask, metrics=result,
-                      seconds_per_image=scoring_s / k, skipped=skipped, notes=notes)
+                      seconds_per_image=scoring_s / k, peak_ram_mb=peak_ram_mb(),
+                      target_false_alarm_rate=model.calibration.false_alarm_rate,
+                      calibration_folds=model.calibration.folds, skipped=skipped, notes=notes)
+
+
+def peak_ram_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

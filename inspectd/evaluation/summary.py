@@ -9,7 +9,7 @@ from .evaluate import Evaluation
 from .measures import METRIC_KEYS, mean_metrics
 
 TABLE_HEADER = ("category", "n good", "n defect", "image AUROC", "pixel AUROC", "AUPRO", "F1", "miss rate",
-                "false-alarm rate", "ms/image")
+                "false-alarm rate", "target FAR", "ms/image", "peak RAM MiB")
 
 
 def category_json(evaluation: Evaluation) -> dict:
@@ -19,6 +19,9 @@ def category_json(evaluation: Evaluation) -> dict:
     row.update(threshold=evaluation.threshold, n_good=m.n_good, n_defect=m.n_defect,
                n_pixel_images=m.n_pixel_images, weights=evaluation.weights, product=evaluation.product,
                model_version=evaluation.version, ms_per_image=round(evaluation.seconds_per_image * 1000.0, 2),
+               peak_ram_mb=round(evaluation.peak_ram_mb, 1),
+               target_false_alarm_rate=evaluation.target_false_alarm_rate,
+               calibration_folds=evaluation.calibration_folds,
                skipped=[{"path": p, "reason": r} for p, r in evaluation.skipped], notes=list(evaluation.notes))
     return _no_nan(row)
 
@@ -33,9 +36,10 @@ def results_json(evaluations: Sequence[Evaluation]) -> dict:
 def table_rows(evaluations: Sequence[Evaluation]) -> list[tuple]:
     """Rows for TABLE_HEADER, with a mean row when there are several categories."""
     rows = [(e.category, e.metrics.n_good, e.metrics.n_defect, *_figures(vars(e.metrics)),
-             f"{e.seconds_per_image * 1000.0:.1f}") for e in evaluations]
+             f"{e.target_false_alarm_rate:g}", f"{e.seconds_per_image * 1000.0:.1f}", f"{e.peak_ram_mb:.0f}")
+            for e in evaluations]
     if len(evaluations) > 1:
-        rows.append(("mean", "", "", *_figures(mean_metrics([e.metrics for e in evaluations])), ""))
+        rows.append(("mean", "", "", *_figures(mean_metrics([e.metrics for e in evaluations])), "", "", ""))
     return rows
 
 

@@ -36,7 +36,7 @@ from .config import Config, ProductSettings
 from .bank import ImageRows, ImageSubset, select_bank
 from .coreset import coreset_size
 from .cost import CostEstimate, estimate
-from .crossfit import cross_fit, fold_of_images
+from .crossfit import cross_fitted_scores, fold_of_images
 from .device import resolve_device
 from .errors import ImageError, InspectdError, ModelError
 from .extractor_cache import new_extractor, shared_extractor
@@ -134,17 +134,16 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
         cal_set = _Images(kept.paths[n_bank:], kept.hashes[n_bank:])
         grid = tuple(feats.shape[1:3])
 
-        if cross_fit and parent is None:  # the fold coresets make the bank
-            bank, good_scores = _cross_fit(new_feats, settings, geometry, device, progress, timings)
-            source_patches = int(new_feats.shape[0] * new_feats.shape[1] * new_feats.shape[2])
-        else:
-            clock = time.perf_counter()
-            bank, source_patches = _choose_bank(parent, new_feats, settings, device, progress)
-            timings["coreset"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-            good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device) if cross_fit else None
-            if cross_fit:
-                timings["cross-fitting"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        if cross_fit and parent is None:
+            good_scores = _cross_fit(new_feats, settings, geometry, device, progress)
+        elif cross_fit:
+            good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device)
+        if cross_fit:
+            timings["cross-fitting"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        bank, source_patches = _choose_bank(parent, new_feats, settings, device, progress)
+        timings["coreset"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
         scorer = _scorer(bank, settings, geometry, device)
@@ -189,10 +188,8 @@ def _scorer(bank: torch.Tensor, settings: ProductSettings, geometry: Geometry, d
 
 
 def _cross_fit(feats: torch.Tensor, settings: ProductSettings, geometry: Geometry, device: torch.device,
-               progress: Progress, timings: dict[str, float]) -> tuple[torch.Tensor, np.ndarray]:
-    """Bank from every image and one out-of-bank score per image (crossfit.py);
-    `timings` gets the seconds of the coresets and of the fold scoring."""
-    timings["coreset"] = timings["cross-fitting"] = 0.0
+               progress: Progress) -> np.ndarray:
+    """One out-of-bank score per image (crossfit.py)."""
     n = feats.shape[0]
     if n < 2:
         raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
@@ -206,18 +203,12 @@ def _cross_fit(feats: torch.Tensor, settings: ProductSettings, geometry: Geometr
         # keep the product's ratio (or its fixed count).
         share = None if settings.coreset_count is None else math.ceil(total * rows.shape[0] / source)
         part_settings = dataclasses.replace(settings, coreset_count=share)
-        clock = time.perf_counter()
-        part = select_bank(rows, rows.shape[0], part_settings, device, progress)
-        timings["coreset"] += time.perf_counter() - clock
-        return part
+        return select_bank(rows, rows.shape[0], part_settings, device, progress, stage="calibration folds")
 
     def score(bank: torch.Tensor, images: np.ndarray) -> np.ndarray:
-        clock = time.perf_counter()
-        scores = _scorer(bank, settings, geometry, device).image_scores(ImageSubset(feats, images))
-        timings["cross-fitting"] += time.perf_counter() - clock
-        return scores
+        return _scorer(bank, settings, geometry, device).image_scores(ImageSubset(feats, images))
 
-    return cross_fit(fold, select_part, score)
+    return cross_fitted_scores(fold, select_part, score)
 
 
 def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, settings: ProductSettings,

@@ -31,8 +31,7 @@ def test_estimate_matches_the_enrollment(tmp_path: Path, make_config, dataset: P
     assert estimate.grid == tuple(meta["patch_grid"]) and estimate.patches_per_image == 24 * 24
     assert estimate.feature_dim == report.feature_dim == 1024
     assert estimate.feature_store_bytes == 6 * 576 * 1024 * 2 and not estimate.spills
-    # three folds' coresets, each rounded up: at most one vector more per fold
-    assert 0 <= report.bank_size - estimate.bank_size < 3
+    assert estimate.bank_size == report.bank_size
     assert estimate.bank_bytes == estimate.bank_size * 1024 * 4
     assert estimate.backbone_ms > 0 and estimate.search_ms > 0
     assert "576 patches (24x24)" in estimate.summary() and "ms per image" in estimate.summary()

@@ -13,7 +13,7 @@ import torch
 
 from inspectd import enroll as enroll_module
 from inspectd.calibration import calibrate
-from inspectd.crossfit import cross_fit, fold_of_images
+from inspectd.crossfit import cross_fitted_scores, fold_of_images
 from inspectd.enroll import enroll
 from inspectd.model import ProductModel
 from inspectd.store import ModelStore
@@ -34,7 +34,7 @@ def test_folds_are_balanced_seeded_and_cover_every_image() -> None:
         fold_of_images(1, 5, seed=0)
 
 
-def test_each_fold_is_scored_by_the_other_folds_coresets_and_the_bank_is_their_union() -> None:
+def test_each_fold_is_scored_by_the_other_folds_coresets() -> None:
     fold = fold_of_images(11, 4, seed=0)
     parts: list[set[int]] = []
     scored_by: list[tuple[set[int], set[int]]] = []
@@ -47,10 +47,9 @@ def test_each_fold_is_scored_by_the_other_folds_coresets_and_the_bank_is_their_u
         scored_by.append((set(bank[:, 0].int().tolist()), set(images.tolist())))
         return images * 10.0
 
-    bank, scores = cross_fit(fold, select_part, score)
+    scores = cross_fitted_scores(fold, select_part, score)
     np.testing.assert_array_equal(scores, np.arange(11) * 10.0)
     assert sorted(parts, key=min) == sorted(({i for i in range(11) if fold[i] == f} for f in range(4)), key=min)
-    assert sorted(bank[:, 0].int().tolist()) == sorted(i for part in parts for i in sorted(part)[::2])
     assert len(scored_by) == 4 and sorted(i for _, images in scored_by for i in images) == list(range(11))
     for bank_images, images in scored_by:
         assert not bank_images & images  # never a row of an image it scores
@@ -62,7 +61,7 @@ def test_each_fold_is_scored_by_the_other_folds_coresets_and_the_bank_is_their_u
 def bank_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Records the images of every coreset pool and of every scored fold."""
     seen: dict[str, list] = {"pools": [], "scored": []}
-    real_cross_fit, real_select = enroll_module.cross_fit, enroll_module.select_bank
+    real_cross_fit, real_select = enroll_module.cross_fitted_scores, enroll_module.select_bank
 
     def cross_fit_spy(fold, select_part, score):
         def recorded(bank, images):
@@ -74,7 +73,7 @@ def bank_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         seen["pools"].append(set(pool.images.tolist()) if hasattr(pool, "images") else pool.shape[0])
         return real_select(pool, *args, **kwargs)
 
-    monkeypatch.setattr(enroll_module, "cross_fit", cross_fit_spy)
+    monkeypatch.setattr(enroll_module, "cross_fitted_scores", cross_fit_spy)
     monkeypatch.setattr(enroll_module, "select_bank", select)
     return seen
 
@@ -85,16 +84,17 @@ def test_enroll_cross_fits_and_banks_every_usable_image(tmp_path: Path, make_con
     good = copy_images(sorted((dataset / "train" / "good").glob("*.png"))[:7], tmp_path / "good")
     (good / "broken.png").write_bytes(b"")  # not usable: no part of the bank or the calibration
     report = enroll(config, "fit", good)
-    # one coreset per fold, the folds partition the 7 usable images, each fold scored once
-    pools = bank_spy["pools"]
+    # one coreset per fold, the folds partition the 7 usable images, each fold scored
+    # once; then the final bank's coreset from the patches of all 7
+    *pools, final = bank_spy["pools"]
     assert len(pools) == 3 and sorted(i for pool in pools for i in pool) == list(range(7))
     assert sorted(map(sorted, bank_spy["scored"])) == sorted(map(sorted, pools))
+    assert final == 7 * PATCHES
     model = ProductModel.load(ModelStore(config.store_dir), "fit")
     meta = model.stored.metadata
     assert report.bank_images == 7 and meta["coreset"]["source_patches"] == 7 * PATCHES
     assert len(meta["images"]["bank"]) == 7
-    # the bank keeps the product's ratio: each fold's share, rounded up
-    assert report.bank_size == sum(math.ceil(0.1 * len(pool) * PATCHES) for pool in pools)
+    assert report.bank_size == math.ceil(0.1 * 7 * PATCHES)
     scores = model.stored.array("calibration_scores")
     assert scores.shape == (7,)
     assert model.threshold == calibrate(scores, 0.2).threshold == np.sort(scores)[math.ceil(8 * 0.8) - 1]

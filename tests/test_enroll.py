@@ -72,8 +72,7 @@ def test_model_files_and_metadata(enrolled) -> None:
     # also has a cross-fitted calibration score
     assert report.images_found == 20 and report.bank_images == 20 and report.calibration_images == 20
     assert meta["coreset"]["ratio"] == 0.1 and meta["coreset"]["source_patches"] == 20 * 576
-    # five folds of 4 images, each fold's coreset at 10%
-    assert meta["coreset"]["size"] == report.bank_size == 5 * math.ceil(0.1 * 4 * 576)
+    assert meta["coreset"]["size"] == report.bank_size == math.ceil(0.1 * 20 * 576)
     assert np.load(report.path / "bank.npy").shape == (report.bank_size, 1024)
     assert np.load(report.path / "calibration_scores.npy").shape == (20,)
     cal = meta["calibration"]

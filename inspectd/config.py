@@ -49,6 +49,13 @@ class ProductSettings:
     center_crop: int | None = None
     # Optional region of interest [x, y, width, height] in source pixels, cut first.
     roi: tuple[int, int, int, int] | None = None
+    # Tiles (tiling.py): cut each network input into tile x tile pieces overlapping by
+    # tile_overlap pixels, for images too large to score whole. tile_bank "shared"
+    # compares every tile with one bank of all good tiles; "per_region" (fixtured
+    # parts) compares tile r only with tile r of the good images.
+    tile: int | None = None
+    tile_overlap: int = 32
+    tile_bank: Literal["shared", "per_region"] = "shared"
     coreset_ratio: float = 0.1
     coreset_count: int | None = None  # overrides coreset_ratio when set
     coreset_projection_dim: int = 128
@@ -75,6 +82,9 @@ class ProductSettings:
         _check(0 < self.coreset_ratio <= 1, "coreset_ratio", "must be in (0, 1]")
         _check(self.coreset_count is None or self.coreset_count >= 1, "coreset_count", "must be >= 1")
         _check(self.coreset_projection_dim >= 1, "coreset_projection_dim", "must be >= 1")
+        if self.tile is not None:
+            _check(self.tile >= 32, "tile", "must be at least 32")
+            _check(0 <= self.tile_overlap < self.tile, "tile_overlap", "must be in [0, tile)")
         _check(self.calibration_folds == 0 or self.calibration_folds >= 2, "calibration_folds", "must be 0 or >= 2")
         _check(0 <= self.calibration_fraction < 1, "calibration_fraction", "must be in [0, 1)")
         _check(0 < self.false_alarm_rate < 1, "false_alarm_rate", "must be in (0, 1)")

@@ -25,7 +25,8 @@ BANK_BYTES = 4  # the bank is float32
 @dataclass(frozen=True)
 class CostEstimate:
     images: int
-    grid: tuple[int, int]
+    grid: tuple[int, int]  # patches of what the network sees: the input, or one tile
+    tiles: int
     feature_dim: int
     bank_size: int
     feature_store_bytes: int
@@ -35,7 +36,7 @@ class CostEstimate:
 
     @property
     def patches_per_image(self) -> int:
-        return self.grid[0] * self.grid[1]
+        return self.grid[0] * self.grid[1] * self.tiles
 
     @property
     def bank_bytes(self) -> int:
@@ -47,28 +48,36 @@ class CostEstimate:
 
     def summary(self) -> str:
         store = f"{self.feature_store_bytes / 2**20:.0f} MiB" + (" (spilled to disk)" if self.spills else "")
-        return (f"{self.images} images x {self.patches_per_image} patches ({self.grid[0]}x{self.grid[1]}) x "
+        tiles = f"{self.tiles} tiles of " if self.tiles > 1 else ""
+        return (f"{self.images} images x {self.patches_per_image} patches ({tiles}{self.grid[0]}x{self.grid[1]}) x "
                 f"{self.feature_dim}: feature store {store}; bank about {self.bank_size} vectors "
                 f"({self.bank_bytes / 2**20:.0f} MiB); scoring about {self.ms_per_image:.0f} ms per image "
                 f"(backbone {self.backbone_ms:.0f} ms, search {self.search_ms:.0f} ms, estimated)")
 
 
 def estimate(extractor: PatchFeatureExtractor, input_hw: tuple[int, int], settings: ProductSettings, images: int,
-             source_patches_before: int = 0, memory_limit_bytes: int | None = None) -> CostEstimate:
+             tiles: int = 1, source_patches_before: int = 0, memory_limit_bytes: int | None = None) -> CostEstimate:
     """The cost of enrolling `images` more images (on top of a bank that stands for
-    `source_patches_before` patches) and of scoring one image with the result."""
+    `source_patches_before` patches) and of scoring one image with the result.
+    `input_hw` is what the network sees: the whole input, or one of `tiles` tiles."""
     blank = extractor.to_tensor([np.zeros((*input_hw, 3), np.float32)])
     extractor(blank)  # the first pass also builds the aggregation matrices
     clock = time.perf_counter()
     probe = extractor(blank)
     backbone_ms = (time.perf_counter() - clock) * 1000.0
     _, h, w, d = probe.shape
-    patches = h * w
-    bank = coreset_size(source_patches_before + images * patches, settings.coreset_ratio, settings.coreset_count)
+    patches = h * w * tiles
+    per_region = settings.tile_bank == "per_region" and tiles > 1
+    regions = tiles if per_region else 1
+    bank = regions * coreset_size(source_patches_before + images * patches // regions, settings.coreset_ratio,
+                                  settings.coreset_count)
     store = images * patches * d * FEATURE_BYTES
-    return CostEstimate(images=images, grid=(h, w), feature_dim=d, bank_size=bank, feature_store_bytes=store,
-                        spills=memory_limit_bytes is not None and store > memory_limit_bytes,
-                        backbone_ms=backbone_ms, search_ms=search_ms(patches, bank, d, settings, extractor.device))
+    # a per-region bank compares each tile's patches with its region's bank only
+    searched = bank // regions
+    return CostEstimate(images=images, grid=(h, w), tiles=tiles, feature_dim=d, bank_size=bank,
+                        feature_store_bytes=store, spills=memory_limit_bytes is not None and store > memory_limit_bytes,
+                        backbone_ms=backbone_ms * tiles,
+                        search_ms=search_ms(patches, searched, d, settings, extractor.device))
 
 
 def search_ms(patches: int, bank: int, dim: int, settings: ProductSettings, device: torch.device) -> float:

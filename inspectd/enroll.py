@@ -44,9 +44,10 @@ from .features import PatchFeatureExtractor
 from .hashing import bytes_sha256
 from .imageio import Geometry, apply_geometry, decode_image, list_images, read_image
 from .scorer import Scorer
-from .search import BankIndex
 from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
 from .store import ModelStore, StoredModel
+from .tiled_scorer import TiledScorer, make_scorer, tile_layout
+from .tiling import TileLayout
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -107,7 +108,12 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
         extractor, weights_info = new_extractor(settings, device)
         geometry = _freeze_geometry(geometry_from_settings(settings), paths, config)
     decoder = _Decoder(geometry, config, _enrolled_hashes(parent))
-    cost = estimate(extractor, geometry.input_hw, settings, len(paths),
+    layout = tile_layout(settings, geometry.input_hw)
+    tiles = len(layout) if layout is not None else 1
+    if layout is not None and (parent is not None or settings.calibration_folds < 2):
+        raise InspectdError("a tiled product (tile = ...) is enrolled whole, with calibration_folds >= 2: "
+                            "--add and held-out calibration are not supported for tiles yet")
+    cost = estimate(extractor, layout.tile_hw if layout else geometry.input_hw, settings, len(paths), tiles,
                     int(parent.metadata["coreset"]["source_patches"]) if parent is not None else 0,
                     memory_limit_bytes=config.enroll_memory_mb * 2**20)
     if on_estimate is not None:
@@ -121,7 +127,7 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
         # One pass, bank images first: the split is settled on the images that decode, so
         # unusable files cannot empty the held-out share (both parts are views, no copy).
         feats, kept = _extract(extractor, decoder, bank_paths + cal_paths, settings.batch_size,
-                               lambda d, t: progress("features", d, t), spill_dir)
+                               lambda d, t: progress("features", d, t), spill_dir, layout)
         timings["features"] = time.perf_counter() - clock
         skipped = kept.skipped
         if not kept.paths:
@@ -129,24 +135,33 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
                                 + "; ".join(f"{Path(n).name}: {r}" for n, r in skipped[:3]))
         n_bank = len(kept.paths) - (0 if cross_fit else _calibration_count(len(kept.paths), settings,
                                                                              adding=parent is not None))
-        new_feats, cal_new = feats[:n_bank], feats[n_bank:]
+        new_feats, cal_new = feats[:n_bank * tiles], feats[n_bank * tiles:]
         bank_set = _Images(kept.paths[:n_bank], kept.hashes[:n_bank])
         cal_set = _Images(kept.paths[n_bank:], kept.hashes[n_bank:])
         grid = tuple(feats.shape[1:3])
 
-        clock = time.perf_counter()
-        if cross_fit and parent is None:
-            good_scores = _cross_fit(new_feats, settings, geometry, device, progress)
-        elif cross_fit:
-            good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device)
-        if cross_fit:
-            timings["cross-fitting"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        bank, source_patches = _choose_bank(parent, new_feats, settings, device, progress)
-        timings["coreset"] = time.perf_counter() - clock
+        if layout is not None:
+            banks, good_scores = _tiled_banks(new_feats, layout, settings, device, progress, timings)
+            bank, source_patches = torch.cat(banks), int(np.prod(new_feats.shape[:3]))
+        else:
+            clock = time.perf_counter()
+            if cross_fit and parent is None:
+                n = new_feats.shape[0]
+                if n < 2:
+                    raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
+                good_scores = _cross_fit(new_feats, np.arange(n), fold_of_images(n, settings.calibration_folds,
+                                         settings.seed), settings, geometry.input_hw, device, progress)
+            elif cross_fit:
+                good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device)
+            if cross_fit:
+                timings["cross-fitting"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            bank, source_patches = _choose_bank(parent, new_feats, settings, device, progress)
+            banks = [bank]
+            timings["coreset"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        scorer = _scorer(bank, settings, geometry, device)
+        scorer = make_scorer(banks, settings, geometry.input_hw, layout, device)
         if cross_fit:
             arrays = {"calibration_scores": good_scores}
         else:
@@ -163,6 +178,9 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
             warnings.insert(0, "backbone weights are RANDOM: for tests and demos only")
         metadata = _metadata(settings, weights_info, geometry, grid, bank, source_patches, calibration, parent,
                              bank_set, cal_set, skipped, timings, bad_count)
+        if layout is not None:
+            metadata["tiling"] = {"boxes": [list(box) for box in layout.boxes],
+                                  "region_sizes": [int(b.shape[0]) for b in banks]}
         stored = store.write(product, metadata, {"bank": bank.cpu().numpy(), **arrays})
         for message in warnings:
             log.warning("%s: %s", product, message)
@@ -181,34 +199,52 @@ def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: 
     return select_bank(pool, source_patches, settings, device, progress), source_patches
 
 
-def _scorer(bank: torch.Tensor, settings: ProductSettings, geometry: Geometry, device: torch.device) -> Scorer:
-    index = BankIndex(bank.to(device), search_dim=settings.search_dim, candidates=settings.search_candidates,
-                      mode=settings.search)
-    return Scorer(index, settings, geometry.input_hw)
-
-
-def _cross_fit(feats: torch.Tensor, settings: ProductSettings, geometry: Geometry, device: torch.device,
-               progress: Progress) -> np.ndarray:
-    """One out-of-bank score per image (crossfit.py)."""
-    n = feats.shape[0]
-    if n < 2:
-        raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
-    fold = fold_of_images(n, settings.calibration_folds, settings.seed)
-    source = n * feats.shape[1] * feats.shape[2]
+def _cross_fit(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings: ProductSettings,
+               input_hw: tuple[int, int], device: torch.device, progress: Progress) -> np.ndarray:
+    """One out-of-bank score for each of `rows` (images, or one region's tiles) of the
+    feature store, `fold` the fold of each (crossfit.py)."""
+    source = rows.size * feats.shape[1] * feats.shape[2]
     total = coreset_size(source, settings.coreset_ratio, settings.coreset_count)
 
-    def select_part(images: np.ndarray) -> torch.Tensor:
-        rows = ImageRows(feats, images)
+    def select_part(members: np.ndarray) -> torch.Tensor:
+        part = ImageRows(feats, rows[members])
         # The fold's share of the bank size, so that fold banks and the final bank
         # keep the product's ratio (or its fixed count).
-        share = None if settings.coreset_count is None else math.ceil(total * rows.shape[0] / source)
+        share = None if settings.coreset_count is None else math.ceil(total * part.shape[0] / source)
         part_settings = dataclasses.replace(settings, coreset_count=share)
-        return select_bank(rows, rows.shape[0], part_settings, device, progress, stage="calibration folds")
+        return select_bank(part, part.shape[0], part_settings, device, progress, stage="calibration folds")
 
-    def score(bank: torch.Tensor, images: np.ndarray) -> np.ndarray:
-        return _scorer(bank, settings, geometry, device).image_scores(ImageSubset(feats, images))
+    def score(bank: torch.Tensor, members: np.ndarray) -> np.ndarray:
+        scorer = make_scorer([bank], settings, input_hw, None, device)
+        return scorer.image_scores(ImageSubset(feats, rows[members]))
 
     return cross_fitted_scores(fold, select_part, score)
+
+
+def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSettings, device: torch.device,
+                 progress: Progress, timings: dict[str, float]) -> tuple[list[torch.Tensor], np.ndarray]:
+    """Tiled product: the bank of each region (one shared region, or one per tile
+    position) from every image's tiles, and each image's cross-fitted score, the
+    worst of its tiles' out-of-bank scores. Folds are dealt by image, so no tile of an
+    image is in the bank that scores it."""
+    tiles = len(layout)
+    n = feats.shape[0] // tiles
+    if n < 2:
+        raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
+    fold = np.repeat(fold_of_images(n, settings.calibration_folds, settings.seed), tiles)
+    regions = ([np.arange(n * tiles)] if settings.tile_bank == "shared"
+               else [np.arange(n) * tiles + r for r in range(tiles)])
+    tile_scores = np.empty(n * tiles)
+    banks = []
+    for rows in regions:
+        clock = time.perf_counter()
+        tile_scores[rows] = _cross_fit(feats, rows, fold[rows], settings, layout.tile_hw, device, progress)
+        timings["cross-fitting"] = timings.get("cross-fitting", 0.0) + time.perf_counter() - clock
+        clock = time.perf_counter()
+        pool = ImageRows(feats, rows)
+        banks.append(select_bank(pool, pool.shape[0], settings, device, progress))
+        timings["coreset"] = timings.get("coreset", 0.0) + time.perf_counter() - clock
+    return banks, tile_scores.reshape(n, tiles).max(axis=1)
 
 
 def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, settings: ProductSettings,
@@ -216,7 +252,7 @@ def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, setting
     """`--add`: the parent's cross-fitted scores, and the new images scored by the
     parent's bank, which did not see them either (no earlier image is read again)."""
     old = np.asarray(parent.array("calibration_scores"), dtype=np.float64)
-    new = _scorer(_parent_bank(parent), settings, geometry, device).image_scores(new_feats)
+    new = make_scorer([_parent_bank(parent)], settings, geometry.input_hw, None, device).image_scores(new_feats)
     return np.concatenate([old, new])
 
 
@@ -227,7 +263,7 @@ def _held_out_scores(scorer: Scorer, cal_feats: torch.Tensor) -> np.ndarray:
     return scorer.image_scores(cal_feats)
 
 
-def _calibrate(scorer: Scorer, good_scores: np.ndarray, bad_dir: str | Path | None,
+def _calibrate(scorer: Scorer | TiledScorer, good_scores: np.ndarray, bad_dir: str | Path | None,
                extractor: PatchFeatureExtractor, geometry: Geometry, config: Config, settings: ProductSettings,
                progress: Progress) -> tuple[Calibration, int]:
     """Threshold from the good images' out-of-bank scores (and known defects, scored
@@ -236,7 +272,8 @@ def _calibrate(scorer: Scorer, good_scores: np.ndarray, bad_dir: str | Path | No
     bad_count = 0
     if bad_dir is not None:
         bad_feats, bad_set = _extract(extractor, _Decoder(geometry, config, set()), list_images(bad_dir),
-                                      settings.batch_size, lambda d, t: progress("defect images", d, t))
+                                      settings.batch_size, lambda d, t: progress("defect images", d, t),
+                                      layout=getattr(scorer, "layout", None))
         bad_scores = scorer.image_scores(bad_feats)
         bad_count = len(bad_set.paths)
     calibration = calibrate(good_scores, settings.false_alarm_rate, bad_scores=bad_scores,
@@ -340,33 +377,37 @@ def _feature_store(shape: tuple[int, ...], spill_dir: Path | None) -> torch.Tens
 
 
 def _extract(extractor: PatchFeatureExtractor, decoder: _Decoder, paths: Sequence[Path], batch_size: int,
-             progress: Callable[[int, int], None], spill_dir: Path | None = None) -> tuple[torch.Tensor, _Images]:
+             progress: Callable[[int, int], None], spill_dir: Path | None = None,
+             layout: TileLayout | None = None) -> tuple[torch.Tensor, _Images]:
     """Patch features (N, h, w, D) of the usable images among `paths`, float16 on the CPU.
 
     float16 halves the memory of a large enrollment (1,000 images at 1024-d: 1.6 GB);
     the preallocated buffer is filled in place, never built from Python lists. With
     `spill_dir` the buffer is a memory-mapped file there: the operating system pages
-    it in and out, and every later step reads it in runs (bank.ImageRows)."""
+    it in and out, and every later step reads it in runs (bank.ImageRows). With a
+    tile `layout`, each image gives len(layout) rows, its tiles in order."""
+    tiles = len(layout) if layout is not None else 1
     kept = _Images()
     buffer: torch.Tensor | None = None
     for start in range(0, len(paths), batch_size):
         decoded = [decoder(p, kept) for p in paths[start:start + batch_size]]
         images = [image for image in decoded if image is not None]
         if images:
-            feats = extractor(extractor.to_tensor(images))
+            pieces = [tile for image in images for tile in layout.cut(image)] if layout is not None else images
+            feats = extractor(extractor.to_tensor(pieces))
             if buffer is None:
-                buffer = _feature_store((len(paths), *feats.shape[1:]), spill_dir)
-            filled = len(kept.paths)
-            buffer[filled - len(images):filled] = feats.to("cpu", torch.float16)
+                buffer = _feature_store((len(paths) * tiles, *feats.shape[1:]), spill_dir)
+            filled = len(kept.paths) * tiles
+            buffer[filled - len(pieces):filled] = feats.to("cpu", torch.float16)
         progress(min(start + batch_size, len(paths)), len(paths))
     if buffer is None:
-        h, w = _grid_of(extractor, decoder.geometry)
+        h, w = _grid_of(extractor, layout.tile_hw if layout is not None else decoder.geometry.input_hw)
         return torch.empty((0, h, w, extractor.feature_dim()), dtype=torch.float16), kept
-    return buffer[:len(kept.paths)], kept
+    return buffer[:len(kept.paths) * tiles], kept
 
 
-def _grid_of(extractor: PatchFeatureExtractor, geometry: Geometry) -> tuple[int, int]:
-    probe = extractor(extractor.to_tensor([np.zeros((*geometry.input_hw, 3), np.float32)]))
+def _grid_of(extractor: PatchFeatureExtractor, input_hw: tuple[int, int]) -> tuple[int, int]:
+    probe = extractor(extractor.to_tensor([np.zeros((*input_hw, 3), np.float32)]))
     return probe.shape[1], probe.shape[2]
 
 

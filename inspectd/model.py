@@ -16,7 +16,7 @@ from .errors import ImageError, ModelError
 from .extractor_cache import new_extractor, shared_extractor
 from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, apply_geometry, decode_image, read_image
 from .scorer import Scorer
-from .search import BankIndex
+from .tiled_scorer import make_scorer, tile_layout
 from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
 from .stopwatch import Stopwatch
 from .store import ModelStore, StoredModel
@@ -62,10 +62,12 @@ class ProductModel:
         if not np.isfinite(self.threshold) or self.threshold <= 0:
             raise ModelError(f"model {self.product} {self.version}: invalid threshold {self.threshold}")
         self.extractor = shared_extractor(self.settings, self.weights, device)
-        bank = torch.from_numpy(np.asarray(stored.array("bank"), dtype=np.float32)).to(device)
-        self.index = BankIndex(bank, search_dim=self.settings.search_dim, candidates=self.settings.search_candidates,
-                               mode=search_mode or self.settings.search)
-        self.scorer = Scorer(self.index, self.settings, self.geometry.input_hw)
+        bank = torch.from_numpy(np.asarray(stored.array("bank"), dtype=np.float32))
+        self.layout = tile_layout(self.settings, self.geometry.input_hw)
+        banks = torch.split(bank, meta["tiling"]["region_sizes"]) if self.layout is not None else [bank]
+        self.scorer = make_scorer(banks, self.settings, self.geometry.input_hw, self.layout, device, search_mode)
+        self.index = self.scorer.index  # the (first region's) bank; tiled: self.scorer.scorers has all
+        self.bank_size = int(bank.shape[0])
         self.max_bytes, self.max_pixels = DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
     @classmethod
@@ -91,11 +93,14 @@ class ProductModel:
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
 
     def features(self, images: Sequence[np.ndarray], watch: Stopwatch | None = None) -> torch.Tensor:
-        """(B, h, w, D) patch features of images already in the model's geometry."""
+        """(B, h, w, D) patch features of images already in the model's geometry
+        ((B * tiles, h, w, D) for a tiled product)."""
         watch = watch or Stopwatch(self.device, enabled=False)
         for image in images:
             if image.shape[:2] != self.input_hw:
                 raise ImageError(f"image of size {image.shape[:2]} does not match the model input {self.input_hw}")
+        if self.layout is not None:  # tile-major within each image, as TiledScorer reads them
+            images = [tile for image in images for tile in self.layout.cut(image)]
         with watch("backbone"):
             maps = self.extractor.backbone(self.extractor.to_tensor(images))
             features = self.extractor.aggregate(maps)
@@ -129,5 +134,5 @@ class ProductModel:
     def describe(self) -> dict:
         meta = self.stored.metadata
         return {"product": self.product, "version": self.version, "threshold": self.threshold,
-                "bank_size": int(self.index.bank.shape[0]), "backbone": self.settings.backbone,
+                "bank_size": self.bank_size, "backbone": self.settings.backbone,
                 "weights": self.weights.source, "created_at": meta.get("created_at")}

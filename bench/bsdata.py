@@ -20,6 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inspectd.imageio import list_images  # noqa: E402
+
 BSDATA = Path(__file__).resolve().parents[2] / "shared/data/bsdata/ballscrew_1130x460"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,8 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS: dict[str, dict] = {
     "default224": {},  # the current default: square resize to 224
     "native460": {"resize": "keep_aspect", "size": 460},
-    "tiles460": {"resize": "keep_aspect", "size": 460, "tile": 224, "tile_overlap": 32},
-    "tiles460-region": {"resize": "keep_aspect", "size": 460, "tile": 224, "tile_overlap": 32,
+    # native size in three 460 x 460 tiles overlapping by >= 64 px: one shared bank,
+    # or one bank per tile position (the ball screws are fixtured)
+    "tiles460": {"resize": "keep_aspect", "size": 460, "tile": 460, "tile_overlap": 64},
+    "tiles460-region": {"resize": "keep_aspect", "size": 460, "tile": 460, "tile_overlap": 64,
                         "tile_bank": "per_region"},
 }
 
@@ -47,7 +53,7 @@ def make_subset(target: Path, n_train: int, n_test: int) -> Path:
     for (split, label), count in picks.items():
         folder = category / split / label
         folder.mkdir(parents=True)
-        for path in evenly(sorted((BSDATA / split / label).glob("*.png")), count):
+        for path in evenly(list_images(BSDATA / split / label), count):
             (folder / path.name).symlink_to(path)
             if label != "good":
                 masks = category / "ground_truth" / label

@@ -205,6 +205,7 @@ def test_plain_layout(tmp_path: Path, data: Path, capsys) -> None:
     # what was measured, beside what the threshold was calibrated for
     assert result["peak_ram_mb"] > 0 and result["ms_per_image"] > 0
     assert result["target_false_alarm_rate"] == 0.2 and result["calibration_folds"] == 5
+    assert any(n.startswith("estimated before enrollment: 7 images x") for n in result["notes"])
     # The images enrolled are exactly the seeded half, and none of them is tested.
     categories, _ = discover(plain)
     enrolled_paths, tested = split_good(categories[0].samples, seed=0)

@@ -82,6 +82,8 @@ def _evaluate_category(args: argparse.Namespace, config: Config, category: Categ
         enrolled = enroll_category(config, category, product, args.weights, bar)
         samples, version = enrolled.samples, enrolled.report.version
         notes.append(enrolled.note)
+        if enrolled.report.estimate is not None:
+            notes.append(f"estimated before enrollment: {enrolled.report.estimate.summary()}")
         if enrolled.report.calibration.warning:
             notes.append(f"calibration: {enrolled.report.calibration.warning}")
     enroll_s = time.perf_counter() - clock

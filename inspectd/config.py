@@ -64,6 +64,9 @@ class ProductSettings:
     search_candidates: int = 16
     blur_sigma: float = 4.0
     batch_size: int = 8
+    # Backbone precision: "auto" is bf16 on a CPU with native bf16 matrix instructions
+    # (AMX, AVX512-BF16), fp16 on CUDA, fp32 otherwise (inspectd/precision.py).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     def __post_init__(self) -> None:
         _check(self.size >= 32, "size", "must be at least 32")

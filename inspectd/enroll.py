@@ -32,6 +32,7 @@ from .extractor_cache import new_extractor, shared_extractor
 from .features import PatchFeatureExtractor
 from .hashing import bytes_sha256
 from .imageio import Geometry, apply_geometry, decode_image, list_images, read_image
+from .precision import PrecisionChoice, cpu_bf16_features, enrolled_precision, resolve_precision, scoring_precision
 from .scorer import Scorer
 from .search import BankIndex
 from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
@@ -94,12 +95,15 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
         geometry = _freeze_geometry(geometry_from_settings(settings), paths, config)
     bank_paths, cal_paths = _split(paths, settings, adding=parent is not None)
     decoder = _Decoder(geometry, config, _enrolled_hashes(parent))
+    precision = _precision_for(settings, parent, device)
+    if precision.fallback:
+        log.warning("%s: %s", product, precision.fallback)
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     # One pass, bank images first: the split is settled on the images that decode, so
     # unusable files cannot empty the held-out share (both parts are views, no copy).
-    feats, kept = _extract(extractor, decoder, bank_paths + cal_paths, settings.batch_size,
+    feats, kept = _extract(extractor, decoder, bank_paths + cal_paths, settings.batch_size, precision.precision,
                            lambda d, t: progress("features", d, t))
     timings["features"] = time.perf_counter() - clock
     skipped = kept.skipped
@@ -121,7 +125,8 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
     calibration, bad_count = _calibrate(Scorer(BankIndex(bank.to(device), search_dim=settings.search_dim,
                                                          candidates=settings.search_candidates,
                                                          mode=settings.search), settings, geometry.input_hw),
-                                        cal_feats, bad_dir, extractor, geometry, config, settings, progress)
+                                        cal_feats, bad_dir, extractor, geometry, config, settings, precision.precision,
+                                        progress)
     timings["calibration"] = time.perf_counter() - clock
     timings["total"] = time.perf_counter() - started
 
@@ -130,6 +135,8 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
         warnings.insert(0, "backbone weights are RANDOM: for tests and demos only")
     metadata = _metadata(settings, weights_info, geometry, grid, bank, source_patches, calibration, parent,
                          bank_set, cal_set, skipped, timings, bad_count)
+    metadata["precision"] = {"requested": settings.precision, "enrolled": precision.precision,
+                             "cpu_bf16_features": list(cpu_bf16_features()), "note": precision.fallback}
     stored = store.write(product, metadata, {"bank": bank.cpu().numpy(),
                                              "calibration": cal_feats.cpu().numpy().astype(np.float16)})
     for message in warnings:
@@ -153,7 +160,7 @@ def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: 
 
 def _calibrate(scorer: Scorer, cal_feats: torch.Tensor, bad_dir: str | Path | None,
                extractor: PatchFeatureExtractor, geometry: Geometry, config: Config, settings: ProductSettings,
-               progress: Progress) -> tuple[Calibration, int]:
+               precision: str, progress: Progress) -> tuple[Calibration, int]:
     """Threshold from the held-out good images' scores (and known defects, if given)."""
     if cal_feats.shape[0] == 0:
         raise InspectdError("no held-out good images to calibrate the threshold: enroll at least 2 images "
@@ -163,12 +170,24 @@ def _calibrate(scorer: Scorer, cal_feats: torch.Tensor, bad_dir: str | Path | No
     bad_count = 0
     if bad_dir is not None:
         bad_feats, bad_set = _extract(extractor, _Decoder(geometry, config, set()), list_images(bad_dir),
-                                      settings.batch_size, lambda d, t: progress("defect images", d, t))
+                                      settings.batch_size, precision, lambda d, t: progress("defect images", d, t))
         bad_scores = scorer.image_scores(bad_feats)
         bad_count = len(bad_set.paths)
     calibration = calibrate(good_scores, settings.false_alarm_rate, bad_scores=bad_scores,
                             mode=settings.threshold_mode, target_miss_rate=settings.target_miss_rate)
     return calibration, bad_count
+
+
+def _precision_for(settings: ProductSettings, parent: StoredModel | None, device: torch.device) -> PrecisionChoice:
+    """The precision of a new enrollment; with --add, the one the extended bank was built in."""
+    if parent is None:
+        return resolve_precision(settings.precision, device)
+    enrolled = enrolled_precision(parent.metadata, device)
+    choice = scoring_precision(enrolled, device)
+    if choice.fallback:
+        raise InspectdError(f"cannot --add to {parent.product} {parent.version}: it was {choice.fallback.split(':')[0]}; "
+                            "enroll a new model instead")
+    return choice
 
 
 def _settings_for(config: Config, product: str, weights: str | None, parent: StoredModel | None) -> ProductSettings:
@@ -251,7 +270,7 @@ class _Decoder:
 
 
 def _extract(extractor: PatchFeatureExtractor, decoder: _Decoder, paths: Sequence[Path], batch_size: int,
-             progress: Callable[[int, int], None]) -> tuple[torch.Tensor, _Images]:
+             precision: str, progress: Callable[[int, int], None]) -> tuple[torch.Tensor, _Images]:
     """Patch features (N, h, w, D) of the usable images among `paths`, float16 on the CPU.
 
     float16 halves the memory of a large enrollment (1,000 images at 1024-d: 1.6 GB);
@@ -262,7 +281,7 @@ def _extract(extractor: PatchFeatureExtractor, decoder: _Decoder, paths: Sequenc
         decoded = [decoder(p, kept) for p in paths[start:start + batch_size]]
         images = [image for image in decoded if image is not None]
         if images:
-            feats = extractor(extractor.to_tensor(images))
+            feats = extractor(extractor.to_tensor(images), precision)
             if buffer is None:
                 buffer = torch.empty((len(paths), *feats.shape[1:]), dtype=torch.float16)
             filled = len(kept.paths)

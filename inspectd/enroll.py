@@ -32,9 +32,10 @@ from .extractor_cache import new_extractor, shared_extractor
 from .features import PatchFeatureExtractor
 from .hashing import bytes_sha256
 from .imageio import Geometry, apply_geometry, decode_image, list_images, read_image
+from .precision_check import PrecisionCheck, check_bf16
 from .precision import PrecisionChoice, cpu_bf16_features, enrolled_precision, resolve_precision, scoring_precision
 from .scorer import Scorer
-from .search import BankIndex
+from .search import bank_index
 from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
 from .store import ModelStore, StoredModel
 
@@ -76,7 +77,29 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
            weights: str | None = None, add: bool = False, base_version: str | None = None,
            progress: Progress | None = None) -> EnrollReport:
     """Enroll `product` from the good images in `good_dir` (see module docstring).
-    With `add`, the new version extends `base_version` (default: the newest)."""
+    With `add`, the new version extends `base_version` (default: the newest).
+    With precision "auto" on a bf16 CPU, a bf16 model that does not score like fp32
+    (precision_check.py) is not written: the product is enrolled in fp32 instead."""
+    started = time.perf_counter()
+    try:
+        return _enroll(config, product, good_dir, bad_dir, weights, add, base_version, progress, None)
+    except _Bf16Rejected as rejected:
+        log.warning("%s: %s: enrolling in fp32 instead", product, rejected.check.describe())
+        attempt = time.perf_counter() - started
+        report = _enroll(config, product, good_dir, bad_dir, weights, add, base_version, progress, rejected.check)
+        report.timings_s["rejected_bf16_attempt"] = attempt
+        return report
+
+
+class _Bf16Rejected(Exception):
+    def __init__(self, check: PrecisionCheck):
+        super().__init__(check.describe())
+        self.check = check
+
+
+def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | Path | None, weights: str | None,
+            add: bool, base_version: str | None, progress: Progress | None,
+            rejected: PrecisionCheck | None) -> EnrollReport:
     started = time.perf_counter()
     store = ModelStore(config.store_dir)
     device = resolve_device(config.device)
@@ -94,8 +117,9 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
         extractor, weights_info = new_extractor(settings, device)
         geometry = _freeze_geometry(geometry_from_settings(settings), paths, config)
     bank_paths, cal_paths = _split(paths, settings, adding=parent is not None)
-    decoder = _Decoder(geometry, config, _enrolled_hashes(parent))
-    precision = _precision_for(settings, parent, device)
+    precision = _precision_for(settings, parent, device, rejected)
+    checking = precision.precision == "bf16" and settings.precision == "auto" and parent is None
+    decoder = _Decoder(geometry, config, _enrolled_hashes(parent), retain=set(cal_paths) if checking else set())
     if precision.fallback:
         log.warning("%s: %s", product, precision.fallback)
 
@@ -122,12 +146,19 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
 
     clock = time.perf_counter()
     cal_feats = _calibration_pool(parent, cal_new)
-    calibration, bad_count = _calibrate(Scorer(BankIndex(bank.to(device), search_dim=settings.search_dim,
-                                                         candidates=settings.search_candidates,
-                                                         mode=settings.search), settings, geometry.input_hw),
-                                        cal_feats, bad_dir, extractor, geometry, config, settings, precision.precision,
-                                        progress)
+    scorer = Scorer(bank_index(bank.to(device), settings, precision.precision), settings, geometry.input_hw)
+    calibration, bad_count = _calibrate(scorer, cal_feats, bad_dir, extractor, geometry, config, settings,
+                                        precision.precision, progress)
     timings["calibration"] = time.perf_counter() - clock
+    check = rejected
+    if checking:
+        clock = time.perf_counter()
+        held_out = [i for i, path in enumerate(cal_set.paths) if path in decoder.retained]
+        check = check_bf16(scorer, extractor, [decoder.retained[cal_set.paths[i]] for i in held_out],
+                           cal_new[held_out], settings.precision_tolerance, settings.batch_size)
+        timings["precision_check"] = time.perf_counter() - clock
+        if not check.passed:
+            raise _Bf16Rejected(check)
     timings["total"] = time.perf_counter() - started
 
     warnings = [calibration.warning] if calibration.warning else []
@@ -136,7 +167,8 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
     metadata = _metadata(settings, weights_info, geometry, grid, bank, source_patches, calibration, parent,
                          bank_set, cal_set, skipped, timings, bad_count)
     metadata["precision"] = {"requested": settings.precision, "enrolled": precision.precision,
-                             "cpu_bf16_features": list(cpu_bf16_features()), "note": precision.fallback}
+                             "cpu_bf16_features": list(cpu_bf16_features()), "note": precision.fallback,
+                             "bf16_check": check.to_json() if check is not None else None}
     stored = store.write(product, metadata, {"bank": bank.cpu().numpy(),
                                              "calibration": cal_feats.cpu().numpy().astype(np.float16)})
     for message in warnings:
@@ -178,8 +210,11 @@ def _calibrate(scorer: Scorer, cal_feats: torch.Tensor, bad_dir: str | Path | No
     return calibration, bad_count
 
 
-def _precision_for(settings: ProductSettings, parent: StoredModel | None, device: torch.device) -> PrecisionChoice:
+def _precision_for(settings: ProductSettings, parent: StoredModel | None, device: torch.device,
+                   rejected: PrecisionCheck | None) -> PrecisionChoice:
     """The precision of a new enrollment; with --add, the one the extended bank was built in."""
+    if rejected is not None:
+        return PrecisionChoice("fp32", f"{rejected.describe()}: enrolled in fp32")
     if parent is None:
         return resolve_precision(settings.precision, device)
     enrolled = enrolled_precision(parent.metadata, device)
@@ -238,9 +273,11 @@ def _split(paths: Sequence[Path], settings: ProductSettings, adding: bool) -> tu
 class _Decoder:
     """Reads each file once: content hash (duplicates are skipped), decode, geometry."""
 
-    def __init__(self, geometry: Geometry, config: Config, known: set[str]):
+    def __init__(self, geometry: Geometry, config: Config, known: set[str], retain: set[Path] = frozenset()):
         self.geometry, self.config = geometry, config
         self.known, self.seen = known, set(known)
+        self.retain = retain  # decoded images kept for the precision check
+        self.retained: dict[Path, np.ndarray] = {}
 
     def __call__(self, path: Path, out: _Images) -> np.ndarray | None:
         try:
@@ -264,6 +301,8 @@ class _Decoder:
             out.skipped.append((str(path), str(exc).replace(f"{path}: ", "")))
             return None
         self.seen.add(digest)
+        if path in self.retain:
+            self.retained[path] = image
         out.paths.append(path)
         out.hashes.append(digest)
         return image

@@ -18,7 +18,7 @@ from .extractor_cache import new_extractor, shared_extractor
 from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, apply_geometry, decode_image, read_image
 from .precision import enrolled_precision, scoring_precision
 from .scorer import Scorer
-from .search import BankIndex
+from .search import BankIndex, bank_index
 from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
 from .stopwatch import Stopwatch
 from .store import ModelStore, StoredModel
@@ -73,8 +73,7 @@ class ProductModel:
             log.warning("PRECISION FALLBACK: model %s %s %s", self.product, self.version,
                         self.precision_choice.fallback)
         bank = torch.from_numpy(np.asarray(stored.array("bank"), dtype=np.float32)).to(device)
-        self.index = BankIndex(bank, search_dim=self.settings.search_dim, candidates=self.settings.search_candidates,
-                               mode=search_mode or self.settings.search)
+        self.index = bank_index(bank, self.settings, self.precision, search_mode)
         self.scorer = Scorer(self.index, self.settings, self.geometry.input_hw)
         self.max_bytes, self.max_pixels = DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 

@@ -107,6 +107,7 @@ class ProductModel:
                 raise ImageError(f"image of size {image.shape[:2]} does not match the model input {self.input_hw}")
         with watch("backbone"):
             maps = self.extractor.backbone(self.extractor.to_tensor(images), self.precision)
+        with watch("aggregate"):
             features = self.extractor.aggregate(maps)
         return features
 

@@ -133,3 +133,30 @@ def test_adding_to_a_bf16_model_needs_bf16(make_config, dataset: Path, monkeypat
 
     with pytest.raises(InspectdError, match="cannot --add"):
         enroll(load_config(path), "p", dataset / "test" / "good", add=True)
+
+
+def test_daemon_and_status_show_the_fallback(make_config, dataset: Path, monkeypatch, capsys, tmp_path: Path) -> None:
+    import os
+    import time
+
+    from inspectd.config import load_config
+    from inspectd.daemon.models import ModelKeeper
+    from inspectd.daemon.runtime import status_path, write_status
+
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: AMX)
+    path, store = enrolled_model(make_config, dataset, "bf16")
+    monkeypatch.setattr(precision, "cpu_bf16_features", lambda: ())
+    keeper = ModelKeeper(store, lambda product: CPU, lambda model: None, lambda product: store.versions(product)[-1])
+    assert keeper.get("p").precision == "fp32"
+    fallbacks = keeper.precision_fallbacks()
+    assert fallbacks["p"]["version"] == "v0001" and "enrolled in bf16" in fallbacks["p"]["note"]
+    # `inspectd status` shows what the daemon reported
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    path.write_text(path.read_text(encoding="utf-8") + f'\n[daemon]\nruntime_dir = "{runtime}"\n', encoding="utf-8")
+    config = load_config(path)
+    now = time.time()
+    write_status(status_path(config), {"pid": os.getpid(), "state": "running", "started_at": now, "updated_at": now,
+                                       "pauses": [], "precision_fallbacks": fallbacks})
+    _, out, _ = run(capsys, "--config", path, "status")
+    assert f"PRECISION FALLBACK p v0001: {fallbacks['p']['note']}" in out

@@ -32,8 +32,8 @@ from .extractor_cache import new_extractor, shared_extractor
 from .features import PatchFeatureExtractor
 from .hashing import bytes_sha256
 from .imageio import Geometry, apply_geometry, decode_image, list_images, read_image
-from .precision_check import PrecisionCheck, check_bf16
 from .precision import PrecisionChoice, cpu_bf16_features, enrolled_precision, resolve_precision, scoring_precision
+from .precision_check import PrecisionCheck, check_bf16
 from .scorer import Scorer
 from .search import bank_index
 from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
@@ -83,8 +83,7 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
     started = time.perf_counter()
     try:
         return _enroll(config, product, good_dir, bad_dir, weights, add, base_version, progress, None)
-    except _Bf16Rejected as rejected:
-        log.warning("%s: %s: enrolling in fp32 instead", product, rejected.check.describe())
+    except _Bf16Rejected as rejected:  # the fp32 enrollment logs why
         attempt = time.perf_counter() - started
         report = _enroll(config, product, good_dir, bad_dir, weights, add, base_version, progress, rejected.check)
         report.timings_s["rejected_bf16_attempt"] = attempt

@@ -124,7 +124,6 @@ class BankIndex:
             self.bf16_rhs = torch.cat([-2.0 * bank_proj, (1.0 - e) * ones, (1.0 - e) * bank_centered_sq[:, None],
                                        -e / (1.0 - e) * row_norm], dim=1).T.contiguous().to(torch.bfloat16)
 
-
     def _project(self, centered: torch.Tensor) -> torch.Tensor:
         """Centred vectors -> [coordinates on the principal axes, norm of the rest]."""
         head = centered @ self.axes

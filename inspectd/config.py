@@ -75,6 +75,12 @@ class ProductSettings:
     search_candidates: int = 16
     blur_sigma: float = 4.0
     batch_size: int = 8
+    # Backbone precision: "auto" is bf16 on a CPU with native bf16 matrix instructions
+    # (AMX, AVX512-BF16), fp16 on CUDA, fp32 otherwise (inspectd/precision.py).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # "auto" keeps bf16 only when the held-out images' bf16 scores are within this
+    # relative difference of their fp32 scores (checked at enrollment).
+    precision_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         _check(self.size >= 32, "size", "must be at least 32")
@@ -94,6 +100,7 @@ class ProductSettings:
         _check(self.search_candidates >= 1, "search_candidates", "must be >= 1")
         _check(self.blur_sigma >= 0, "blur_sigma", "must be >= 0")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.precision_tolerance >= 0, "precision_tolerance", "must be >= 0")
         _check(len(self.layers) >= 1, "layers", "needs at least one layer")
         for layer in self.layers:
             _check(layer in ("layer1", "layer2", "layer3", "layer4"), "layers", f"unknown layer {layer!r}")

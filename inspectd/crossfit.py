@@ -20,6 +20,7 @@ needs calibration images that the scoring bank never saw.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -41,21 +42,33 @@ def fold_of_images(n: int, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def cross_fitted_scores(fold: np.ndarray, select_part: SelectPart, score: Score) -> np.ndarray:
+@dataclass
+class CrossFit:
+    """The out-of-bank score of each image, and the fold coresets that gave them."""
+
+    fold: np.ndarray  # fold label of each image
+    labels: np.ndarray  # the fold labels, in the order of `parts`
+    parts: list[torch.Tensor]  # each fold's coreset
+    scores: np.ndarray
+
+    def bank_without(self, label: int) -> torch.Tensor:
+        """The bank that scored fold `label`: the other folds' coresets."""
+        return torch.cat([part for other, part in zip(self.labels, self.parts) if other != label])
+
+
+def cross_fitted_scores(fold: np.ndarray, select_part: SelectPart, score: Score) -> CrossFit:
     """One out-of-bank score per image.
 
     `select_part(images)` chooses bank rows from those images' patches (one fold's
     coreset); `score(bank, images)` scores images against a bank. Fold f is scored by
     the union of the other folds' coresets (k-center coresets compose), a bank that
     never saw its images. k coresets of n/k images cost less than one of n."""
-    folds = np.unique(fold)
-    parts = [select_part(np.flatnonzero(fold == f)) for f in folds]
-    scores = np.full(fold.size, np.nan)
-    for f, label in enumerate(folds):
-        others = torch.cat([part for g, part in enumerate(parts) if g != f])
+    labels = np.unique(fold)
+    fitted = CrossFit(fold, labels, [select_part(np.flatnonzero(fold == f)) for f in labels], np.full(fold.size, np.nan))
+    for label in labels:
         inside = np.flatnonzero(fold == label)
-        scores[inside] = score(others, inside)
-    return scores
+        fitted.scores[inside] = score(fitted.bank_without(label), inside)
+    return fitted
 
 
 def guarantee_note(folds: int, n: int, alpha: float, guaranteed: bool) -> str:

@@ -36,13 +36,15 @@ from .config import Config, ProductSettings
 from .bank import ImageRows, ImageSubset, select_bank
 from .coreset import coreset_size
 from .cost import CostEstimate, estimate
-from .crossfit import cross_fitted_scores, fold_of_images
+from .crossfit import CrossFit, cross_fitted_scores, fold_of_images
 from .device import resolve_device
 from .errors import ImageError, InspectdError, ModelError
 from .extractor_cache import new_extractor, shared_extractor
 from .features import PatchFeatureExtractor
 from .hashing import bytes_sha256
 from .imageio import Geometry, apply_geometry, decode_image, list_images, read_image
+from .precision import cpu_bf16_features
+from .precision_check import Bf16Rejected, PrecisionCheck, check_bf16, enrollment_precision
 from .scorer import Scorer
 from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
 from .store import ModelStore, StoredModel
@@ -90,7 +92,23 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
            ) -> EnrollReport:
     """Enroll `product` from the good images in `good_dir` (see module docstring).
     With `add`, the new version extends `base_version` (default: the newest).
-    `on_estimate` hears what the enrollment and the model will cost before the work starts."""
+    `on_estimate` hears what the enrollment and the model will cost before the work starts.
+    With precision "auto" on a bf16 CPU, a bf16 model that does not score like fp32
+    (precision_check.py) is not written: the product is enrolled in fp32 instead."""
+    started = time.perf_counter()
+    try:
+        return _enroll(config, product, good_dir, bad_dir, weights, add, base_version, progress, on_estimate, None)
+    except Bf16Rejected as rejected:  # the fp32 enrollment logs why
+        attempt = time.perf_counter() - started
+        report = _enroll(config, product, good_dir, bad_dir, weights, add, base_version, progress, None,
+                         rejected.check)
+        report.timings_s["rejected_bf16_attempt"] = attempt
+        return report
+
+
+def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | Path | None, weights: str | None,
+            add: bool, base_version: str | None, progress: Progress | None,
+            on_estimate: Callable[[CostEstimate], None] | None, rejected: PrecisionCheck | None) -> EnrollReport:
     started = time.perf_counter()
     store = ModelStore(config.store_dir)
     device = resolve_device(config.device)
@@ -107,7 +125,6 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
     else:
         extractor, weights_info = new_extractor(settings, device)
         geometry = _freeze_geometry(geometry_from_settings(settings), paths, config)
-    decoder = _Decoder(geometry, config, _enrolled_hashes(parent))
     layout = tile_layout(settings, geometry.input_hw)
     tiles = len(layout) if layout is not None else 1
     if layout is not None and (parent is not None or settings.calibration_folds < 2):
@@ -118,6 +135,14 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
                     memory_limit_bytes=config.enroll_memory_mb * 2**20)
     if on_estimate is not None:
         on_estimate(cost)
+    precision = enrollment_precision(settings, parent, device, rejected, tiled=layout is not None)
+    if precision.fallback:
+        log.warning("%s: %s", product, precision.fallback)
+    # auto's bf16 is checked against fp32 on the share of images that held-out
+    # calibration would hold out (their decoded pixels are kept for the fp32 pass)
+    checking = precision.precision == "bf16" and settings.precision == "auto" and parent is None
+    check_paths = set(_split(paths, settings, adding=False)[1]) if checking else set()
+    decoder = _Decoder(geometry, config, _enrolled_hashes(parent), retain=check_paths)
     with contextlib.ExitStack() as stack:
         spill_dir = _spill_dir(store, product, stack) if cost.spills else None
         cross_fit = settings.calibration_folds >= 2
@@ -126,7 +151,7 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
         clock = time.perf_counter()
         # One pass, bank images first: the split is settled on the images that decode, so
         # unusable files cannot empty the held-out share (both parts are views, no copy).
-        feats, kept = _extract(extractor, decoder, bank_paths + cal_paths, settings.batch_size,
+        feats, kept = _extract(extractor, decoder, bank_paths + cal_paths, settings.batch_size, precision.precision,
                                lambda d, t: progress("features", d, t), spill_dir, layout)
         timings["features"] = time.perf_counter() - clock
         skipped = kept.skipped
@@ -142,17 +167,22 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
 
         if layout is not None:
             banks, good_scores = _tiled_banks(new_feats, layout, settings, device, progress, timings)
+            fitted = None
             bank, source_patches = torch.cat(banks), int(np.prod(new_feats.shape[:3]))
         else:
             clock = time.perf_counter()
+            fitted = None
             if cross_fit and parent is None:
                 n = new_feats.shape[0]
                 if n < 2:
                     raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
-                good_scores = _cross_fit(new_feats, np.arange(n), fold_of_images(n, settings.calibration_folds,
-                                         settings.seed), settings, geometry.input_hw, device, progress)
+                fitted = _cross_fit(new_feats, np.arange(n), fold_of_images(n, settings.calibration_folds,
+                                    settings.seed), settings, geometry.input_hw, device, progress,
+                                    precision.precision)
+                good_scores = fitted.scores
             elif cross_fit:
-                good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device)
+                good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device,
+                                                     precision.precision)
             if cross_fit:
                 timings["cross-fitting"] = time.perf_counter() - clock
             clock = time.perf_counter()
@@ -161,7 +191,7 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
             timings["coreset"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        scorer = make_scorer(banks, settings, geometry.input_hw, layout, device)
+        scorer = make_scorer(banks, settings, geometry.input_hw, layout, device, precision=precision.precision)
         if cross_fit:
             arrays = {"calibration_scores": good_scores}
         else:
@@ -169,8 +199,15 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
             good_scores = _held_out_scores(scorer, cal_feats)
             arrays = {"calibration": cal_feats.cpu().numpy().astype(np.float16)}
         calibration, bad_count = _calibrate(scorer, good_scores, bad_dir, extractor, geometry, config, settings,
-                                            progress)
+                                            precision.precision, progress)
         timings["calibration"] = time.perf_counter() - clock
+        check = rejected
+        if checking:
+            clock = time.perf_counter()
+            check = _check_bf16(decoder, kept, feats, fitted, scorer, extractor, settings, geometry, device)
+            timings["precision_check"] = time.perf_counter() - clock
+            if not check.passed:
+                raise Bf16Rejected(check)
         timings["total"] = time.perf_counter() - started
 
         warnings = [calibration.warning] if calibration.warning else []
@@ -178,6 +215,9 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
             warnings.insert(0, "backbone weights are RANDOM: for tests and demos only")
         metadata = _metadata(settings, weights_info, geometry, grid, bank, source_patches, calibration, parent,
                              bank_set, cal_set, skipped, timings, bad_count)
+        metadata["precision"] = {"requested": settings.precision, "enrolled": precision.precision,
+                                 "cpu_bf16_features": list(cpu_bf16_features()), "note": precision.fallback,
+                                 "bf16_check": check.to_json() if check is not None else None}
         if layout is not None:
             metadata["tiling"] = {"boxes": [list(box) for box in layout.boxes],
                                   "region_sizes": [int(b.shape[0]) for b in banks]}
@@ -200,7 +240,7 @@ def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: 
 
 
 def _cross_fit(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings: ProductSettings,
-               input_hw: tuple[int, int], device: torch.device, progress: Progress) -> np.ndarray:
+               input_hw: tuple[int, int], device: torch.device, progress: Progress, precision: str) -> CrossFit:
     """One out-of-bank score for each of `rows` (images, or one region's tiles) of the
     feature store, `fold` the fold of each (crossfit.py)."""
     source = rows.size * feats.shape[1] * feats.shape[2]
@@ -215,7 +255,7 @@ def _cross_fit(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings
         return select_bank(part, part.shape[0], part_settings, device, progress, stage="calibration folds")
 
     def score(bank: torch.Tensor, members: np.ndarray) -> np.ndarray:
-        scorer = make_scorer([bank], settings, input_hw, None, device)
+        scorer = make_scorer([bank], settings, input_hw, None, device, precision=precision)
         return scorer.image_scores(ImageSubset(feats, rows[members]))
 
     return cross_fitted_scores(fold, select_part, score)
@@ -238,7 +278,8 @@ def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSetti
     banks = []
     for rows in regions:
         clock = time.perf_counter()
-        tile_scores[rows] = _cross_fit(feats, rows, fold[rows], settings, layout.tile_hw, device, progress)
+        tile_scores[rows] = _cross_fit(feats, rows, fold[rows], settings, layout.tile_hw, device, progress,
+                                       "fp32").scores  # tiled products are enrolled in fp32
         timings["cross-fitting"] = timings.get("cross-fitting", 0.0) + time.perf_counter() - clock
         clock = time.perf_counter()
         pool = ImageRows(feats, rows)
@@ -248,12 +289,30 @@ def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSetti
 
 
 def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, settings: ProductSettings,
-                           geometry: Geometry, device: torch.device) -> np.ndarray:
+                           geometry: Geometry, device: torch.device, precision: str) -> np.ndarray:
     """`--add`: the parent's cross-fitted scores, and the new images scored by the
     parent's bank, which did not see them either (no earlier image is read again)."""
     old = np.asarray(parent.array("calibration_scores"), dtype=np.float64)
-    new = make_scorer([_parent_bank(parent)], settings, geometry.input_hw, None, device).image_scores(new_feats)
+    new = make_scorer([_parent_bank(parent)], settings, geometry.input_hw, None, device,
+                      precision=precision).image_scores(new_feats)
     return np.concatenate([old, new])
+
+
+def _check_bf16(decoder: _Decoder, kept: _Images, feats: torch.Tensor, fitted: CrossFit | None,
+                scorer: Scorer | TiledScorer, extractor: PatchFeatureExtractor, settings: ProductSettings,
+                geometry: Geometry, device: torch.device) -> PrecisionCheck:
+    """bf16 vs fp32 scores of the retained images, each against a bank that did not see
+    it: its cross-fitting fold's bank, or (held out) the final bank."""
+    rows = [i for i, path in enumerate(kept.paths) if path in decoder.retained]
+    images = {i: decoder.retained[kept.paths[i]] for i in rows}
+    if fitted is None:
+        groups = [(scorer, rows)]
+    else:
+        groups = [(make_scorer([fitted.bank_without(label)], settings, geometry.input_hw, None, device,
+                               precision="bf16"), [i for i in rows if fitted.fold[i] == label])
+                  for label in fitted.labels]
+    return check_bf16([(s, [images[i] for i in members], feats[members]) for s, members in groups if members],
+                      extractor, settings.precision_tolerance, settings.batch_size)
 
 
 def _held_out_scores(scorer: Scorer, cal_feats: torch.Tensor) -> np.ndarray:
@@ -265,14 +324,14 @@ def _held_out_scores(scorer: Scorer, cal_feats: torch.Tensor) -> np.ndarray:
 
 def _calibrate(scorer: Scorer | TiledScorer, good_scores: np.ndarray, bad_dir: str | Path | None,
                extractor: PatchFeatureExtractor, geometry: Geometry, config: Config, settings: ProductSettings,
-               progress: Progress) -> tuple[Calibration, int]:
+               precision: str, progress: Progress) -> tuple[Calibration, int]:
     """Threshold from the good images' out-of-bank scores (and known defects, scored
     with the final bank, if given)."""
     bad_scores = None
     bad_count = 0
     if bad_dir is not None:
         bad_feats, bad_set = _extract(extractor, _Decoder(geometry, config, set()), list_images(bad_dir),
-                                      settings.batch_size, lambda d, t: progress("defect images", d, t),
+                                      settings.batch_size, precision, lambda d, t: progress("defect images", d, t),
                                       layout=getattr(scorer, "layout", None))
         bad_scores = scorer.image_scores(bad_feats)
         bad_count = len(bad_set.paths)
@@ -330,9 +389,11 @@ def _split(paths: Sequence[Path], settings: ProductSettings, adding: bool) -> tu
 class _Decoder:
     """Reads each file once: content hash (duplicates are skipped), decode, geometry."""
 
-    def __init__(self, geometry: Geometry, config: Config, known: set[str]):
+    def __init__(self, geometry: Geometry, config: Config, known: set[str], retain: set[Path] = frozenset()):
         self.geometry, self.config = geometry, config
         self.known, self.seen = known, set(known)
+        self.retain = retain  # decoded images kept for the precision check
+        self.retained: dict[Path, np.ndarray] = {}
 
     def __call__(self, path: Path, out: _Images) -> np.ndarray | None:
         try:
@@ -356,6 +417,8 @@ class _Decoder:
             out.skipped.append((str(path), str(exc).replace(f"{path}: ", "")))
             return None
         self.seen.add(digest)
+        if path in self.retain:
+            self.retained[path] = image
         out.paths.append(path)
         out.hashes.append(digest)
         return image
@@ -377,7 +440,7 @@ def _feature_store(shape: tuple[int, ...], spill_dir: Path | None) -> torch.Tens
 
 
 def _extract(extractor: PatchFeatureExtractor, decoder: _Decoder, paths: Sequence[Path], batch_size: int,
-             progress: Callable[[int, int], None], spill_dir: Path | None = None,
+             precision: str, progress: Callable[[int, int], None], spill_dir: Path | None = None,
              layout: TileLayout | None = None) -> tuple[torch.Tensor, _Images]:
     """Patch features (N, h, w, D) of the usable images among `paths`, float16 on the CPU.
 
@@ -394,7 +457,7 @@ def _extract(extractor: PatchFeatureExtractor, decoder: _Decoder, paths: Sequenc
         images = [image for image in decoded if image is not None]
         if images:
             pieces = [tile for image in images for tile in layout.cut(image)] if layout is not None else images
-            feats = extractor(extractor.to_tensor(pieces))
+            feats = extractor(extractor.to_tensor(pieces), precision)
             if buffer is None:
                 buffer = _feature_store((len(paths) * tiles, *feats.shape[1:]), spill_dir)
             filled = len(kept.paths) * tiles

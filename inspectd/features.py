@@ -3,7 +3,8 @@ vector per position of the shallowest requested layer's grid."""
 
 from __future__ import annotations
 
-import warnings
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import Trunk
+from .precision import autocast
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,55 +32,76 @@ def pooling_matrix(n_in: int, n_out: int) -> sp.csr_matrix:
 
 
 class OfficialAggregator:
-    """The reference PatchCore aggregation, computed without materialising the unfold.
+    """The reference PatchCore aggregation as a few small grouped convolutions.
 
     Reference: per layer, unfold each 3x3 neighbourhood (zero padding) into a
     channel-major C*9 vector and adaptive-average-pool it to `embed_dim`; resize every
     layer onto the first layer's grid (bilinear); stack the layers and pool the
     L*embed_dim vector to `embed_dim`. All of it is linear in the features, so per
-    layer the two poolings fold into one sparse (embed_dim x C*9) matrix, split by the
-    9 neighbourhood offsets: out = sum_k shift_k(M_k @ f). Pooling over channels and
-    bilinear resizing commute (one acts per position, the other per channel).
+    layer the two poolings fold into one (embed_dim x C*9) matrix, which is a 3x3
+    convolution. Each output only averages a short run of the C*9 values, so the
+    convolution is block diagonal over channels: a grouped convolution (for
+    wide_resnet50_2 at 1024-d, depthwise on layer2 and two channels per output on
+    layer3), computing exactly the same sums. Pooling over channels and bilinear
+    resizing commute (one acts per position, the other per channel).
     """
 
     def __init__(self, channels: Sequence[int], embed_dim: int, device: torch.device):
         self.embed_dim = embed_dim
         merge = pooling_matrix(len(channels) * embed_dim, embed_dim)
-        self.offset_maps: list[list[torch.Tensor]] = []
+        self.layer_convs: list[_GroupedConv | None] = []
         for index, c in enumerate(channels):
-            block = merge[:, index * embed_dim:(index + 1) * embed_dim] @ pooling_matrix(c * 9, embed_dim)
-            block = block.tocsc()
-            self.offset_maps.append([_to_torch_csr(block[:, k::9], device) for k in range(9)])
+            block = (merge[:, index * embed_dim:(index + 1) * embed_dim] @ pooling_matrix(c * 9, embed_dim)).toarray()
+            self.layer_convs.append(_GroupedConv.of(block.reshape(embed_dim, c, 3, 3), device))
 
     def __call__(self, layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Layer maps (B, C_l, h_l, w_l) -> features (B, embed_dim, H0, W0)."""
-        grid = layer_maps[0].shape[-2:]
-        total = None
-        for fmap, offsets in zip(layer_maps, self.offset_maps):
-            b, c, h, w = fmap.shape
-            flat = fmap.permute(1, 0, 2, 3).reshape(c, b * h * w)
-            out = torch.zeros(self.embed_dim, b, h, w, device=fmap.device, dtype=fmap.dtype)
-            for k, matrix in enumerate(offsets):
-                dy, dx = k // 3 - 1, k % 3 - 1
-                y = (matrix @ flat).view(self.embed_dim, b, h, w)
-                # unfold takes input position (i+dy, j+dx) into output position (i, j)
-                out[:, :, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] += \
-                    y[:, :, max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
-            out = out.permute(1, 0, 2, 3)
-            if (h, w) != tuple(grid):
+        """Layer maps (B, C_l, h_l, w_l) -> features (B, embed_dim, H0, W0), float32."""
+        b, _, *grid = layer_maps[0].shape
+        # Channels-last storage: the caller wants (B, H0, W0, D) rows, so no copy is left to make.
+        total = layer_maps[0].new_zeros((b, *grid, self.embed_dim), dtype=torch.float32).permute(0, 3, 1, 2)
+        for fmap, conv in zip(layer_maps, self.layer_convs):
+            if conv is None:  # this layer feeds none of the outputs
+                continue
+            out = F.conv2d(fmap.float(), conv.weight, padding=1, groups=conv.groups)
+            if tuple(out.shape[-2:]) != tuple(grid):
                 out = F.interpolate(out, size=grid, mode="bilinear", align_corners=False)
-            total = out if total is None else total + out
+            total[:, conv.rows] += out
         return total
 
 
-def _to_torch_csr(matrix: sp.spmatrix, device: torch.device) -> torch.Tensor:
-    csr = matrix.tocsr()
-    with warnings.catch_warnings():  # torch marks sparse CSR as beta; matmul with it is stable
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
-                                       torch.from_numpy(csr.indices.astype(np.int64)),
-                                       torch.from_numpy(csr.data.astype(np.float32)), size=csr.shape,
-                                       check_invariants=True).to(device)
+@dataclass(frozen=True)
+class _GroupedConv:
+    """The rows of one layer's 3x3 aggregation matrix that are not zero, as a grouped convolution."""
+
+    rows: slice
+    groups: int
+    weight: torch.Tensor  # (rows, C / groups, 3, 3)
+
+    @classmethod
+    def of(cls, kernel: np.ndarray, device: torch.device) -> "_GroupedConv | None":
+        """From the dense (E, C, 3, 3) kernel, with the most groups its zeros allow."""
+        used = np.flatnonzero(np.abs(kernel).sum(axis=(1, 2, 3)))
+        if used.size == 0:
+            return None
+        rows = slice(int(used[0]), int(used[-1]) + 1)
+        kernel = kernel[rows]
+        groups = _most_groups(np.abs(kernel).sum(axis=(2, 3)) > 0)
+        n_out, n_in = kernel.shape[0] // groups, kernel.shape[1] // groups
+        weight = np.concatenate([kernel[g * n_out:(g + 1) * n_out, g * n_in:(g + 1) * n_in] for g in range(groups)])
+        return cls(rows, groups, torch.from_numpy(weight.astype(np.float32)).to(device))
+
+
+def _most_groups(used: np.ndarray) -> int:
+    """The largest G such that the (rows x channels) pattern `used` is block diagonal
+    with G equal blocks (1 always is)."""
+    n_rows, n_channels = used.shape
+    for groups in range(math.gcd(n_rows, n_channels), 1, -1):
+        if n_rows % groups or n_channels % groups:
+            continue
+        blocks = used.reshape(groups, n_rows // groups, groups, n_channels // groups).any(axis=(1, 3))
+        if not (blocks & ~np.eye(groups, dtype=bool)).any():
+            return groups
+    return 1
 
 
 def aggregate_concat(layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -118,28 +141,30 @@ class PatchFeatureExtractor(nn.Module):
         return (batch - self.mean) / self.std
 
     @torch.inference_mode()
-    def backbone(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """Run the trunk; half precision on CUDA (the features are aggregated in fp32)."""
-        if batch.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.float16):
-                maps = self.trunk(batch.contiguous(memory_format=torch.channels_last))
-            return [m.float() for m in maps]
-        return self.trunk(batch)
+    def backbone(self, batch: torch.Tensor, precision: str = "fp32") -> list[torch.Tensor]:
+        """Run the trunk in `precision`. Reduced precision runs under autocast in
+        channels-last layout (what the bf16/fp16 matrix kernels want); the maps come
+        back in that dtype and are aggregated in fp32."""
+        if precision == "fp32":
+            return self.trunk(batch)
+        with autocast(precision, batch.device):
+            return self.trunk(batch.contiguous(memory_format=torch.channels_last))
 
     @torch.inference_mode()
     def aggregate(self, layer_maps: list[torch.Tensor]) -> torch.Tensor:
+        """Layer maps -> (B, h, w, D) float32 patch features."""
         if self.aggregation == "official":
             if self._official is None:
                 channels = [m.shape[1] for m in layer_maps]
                 self._official = OfficialAggregator(channels, self.embed_dim, layer_maps[0].device)
             merged = self._official(layer_maps)
         else:
-            merged = aggregate_concat(layer_maps)
+            merged = aggregate_concat([m.float() for m in layer_maps])
         return merged.permute(0, 2, 3, 1).contiguous()
 
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.aggregate(self.backbone(batch))
+    def forward(self, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+        return self.aggregate(self.backbone(batch, precision))
 
     def feature_dim(self) -> int:
         if self.aggregation == "official":

@@ -3,6 +3,7 @@ for one image (ScoreResult, OK/NG verdicts)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +16,7 @@ from .calibration import Calibration
 from .errors import ImageError, ModelError
 from .extractor_cache import new_extractor, shared_extractor
 from .imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, apply_geometry, decode_image, read_image
+from .precision import enrolled_precision, scoring_precision
 from .scorer import Scorer
 from .tiled_scorer import make_scorer, tile_layout
 from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
@@ -26,6 +28,7 @@ __all__ = ["NG", "OK", "ProductModel", "ScoreResult", "Scorer", "Stopwatch", "ge
            "new_extractor", "settings_from_json", "settings_to_json", "shared_extractor"]
 
 OK, NG = "OK", "NG"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,10 +65,18 @@ class ProductModel:
         if not np.isfinite(self.threshold) or self.threshold <= 0:
             raise ModelError(f"model {self.product} {self.version}: invalid threshold {self.threshold}")
         self.extractor = shared_extractor(self.settings, self.weights, device)
+        self.enrolled_precision = enrolled_precision(meta, device)
+        # The threshold belongs to the precision the calibration features were computed in.
+        self.precision_choice = scoring_precision(self.enrolled_precision, device)
+        self.precision = self.precision_choice.precision
+        if self.precision_choice.fallback:
+            log.warning("PRECISION FALLBACK: model %s %s %s", self.product, self.version,
+                        self.precision_choice.fallback)
         bank = torch.from_numpy(np.asarray(stored.array("bank"), dtype=np.float32))
         self.layout = tile_layout(self.settings, self.geometry.input_hw)
         banks = torch.split(bank, meta["tiling"]["region_sizes"]) if self.layout is not None else [bank]
-        self.scorer = make_scorer(banks, self.settings, self.geometry.input_hw, self.layout, device, search_mode)
+        self.scorer = make_scorer(banks, self.settings, self.geometry.input_hw, self.layout, device, search_mode,
+                                  self.precision)
         self.index = self.scorer.index  # the (first region's) bank; tiled: self.scorer.scorers has all
         self.bank_size = int(bank.shape[0])
         self.max_bytes, self.max_pixels = DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
@@ -102,7 +113,8 @@ class ProductModel:
         if self.layout is not None:  # tile-major within each image, as TiledScorer reads them
             images = [tile for image in images for tile in self.layout.cut(image)]
         with watch("backbone"):
-            maps = self.extractor.backbone(self.extractor.to_tensor(images))
+            maps = self.extractor.backbone(self.extractor.to_tensor(images), self.precision)
+        with watch("aggregate"):
             features = self.extractor.aggregate(maps)
         return features
 
@@ -135,4 +147,6 @@ class ProductModel:
         meta = self.stored.metadata
         return {"product": self.product, "version": self.version, "threshold": self.threshold,
                 "bank_size": self.bank_size, "backbone": self.settings.backbone,
-                "weights": self.weights.source, "created_at": meta.get("created_at")}
+                "weights": self.weights.source, "created_at": meta.get("created_at"),
+                "precision": self.precision, "enrolled_precision": self.enrolled_precision,
+                "precision_fallback": self.precision_choice.fallback}

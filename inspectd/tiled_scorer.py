@@ -11,7 +11,7 @@ import torch
 
 from .config import ProductSettings
 from .scorer import Scorer
-from .search import BankIndex
+from .search import BankIndex, bank_index
 from .stopwatch import Stopwatch
 from .tiling import TileLayout
 
@@ -51,12 +51,12 @@ class TiledScorer:
 
 
 def make_scorer(banks: Sequence[torch.Tensor], settings: ProductSettings, input_hw: tuple[int, int],
-                layout: TileLayout | None, device: torch.device, search_mode: str | None = None
-                ) -> Scorer | TiledScorer:
-    """The scorer of a product's bank(s): plain, or tiled with one bank or one per tile."""
-    scorers = [Scorer(BankIndex(bank.to(device), search_dim=settings.search_dim,
-                                candidates=settings.search_candidates, mode=search_mode or settings.search),
-                      settings, layout.tile_hw if layout is not None else input_hw) for bank in banks]
+                layout: TileLayout | None, device: torch.device, search_mode: str | None = None,
+                precision: str = "fp32") -> Scorer | TiledScorer:
+    """The scorer of a product's bank(s): plain, or tiled with one bank or one per tile;
+    `precision` is the one of the search's candidate stage (search.py)."""
+    scorers = [Scorer(bank_index(bank.to(device), settings, precision, search_mode), settings,
+                      layout.tile_hw if layout is not None else input_hw) for bank in banks]
     if layout is None:
         return scorers[0]
     return TiledScorer(scorers, layout)

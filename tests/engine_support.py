@@ -30,6 +30,9 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     # 4 held-out images (20% of 20) meet the conformal requirement ceil(1/0.2 - 1) = 4.
     "false_alarm_rate": 0.2,
     "batch_size": 8,
+    # The same numbers on every CPU (auto would pick bf16 on AMX machines only, after a
+    # check that may re-enroll); tests/test_precision.py covers bf16 and auto.
+    "precision": "fp32",
 }
 SESSION_PRODUCT = "tiles"
 SOURCE_HW = (128, 128)  # synthetic source images; the network sees 96 x 96

@@ -47,7 +47,7 @@ def test_each_fold_is_scored_by_the_other_folds_coresets() -> None:
         scored_by.append((set(bank[:, 0].int().tolist()), set(images.tolist())))
         return images * 10.0
 
-    scores = cross_fitted_scores(fold, select_part, score)
+    scores = cross_fitted_scores(fold, select_part, score).scores
     np.testing.assert_array_equal(scores, np.arange(11) * 10.0)
     assert sorted(parts, key=min) == sorted(({i for i in range(11) if fold[i] == f} for f in range(4)), key=min)
     assert len(scored_by) == 4 and sorted(i for _, images in scored_by for i in images) == list(range(11))

@@ -346,7 +346,7 @@ def test_results_carry_verdict_and_normalised_score(session_model: ProductModel,
         assert result.verdict == (NG if result.score >= session_model.threshold else OK)
         assert result.threshold == session_model.threshold
         assert result.anomaly_map.shape == (96, 96) and result.anomaly_map.dtype == np.float32
-        assert set(result.timings_ms) == {"backbone", "search", "map"}
+        assert set(result.timings_ms) == {"backbone", "aggregate", "search", "map"}
     assert {r.verdict for r in session_scores} == {OK, NG}
 
 

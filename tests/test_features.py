@@ -56,6 +56,8 @@ def reference_official(layer_maps: list[torch.Tensor], embed_dim: int) -> torch.
     ([(3, 3, 6, 6), (3, 4, 3, 3)], 40),  # embed_dim > C*9 for both layers: pooling upsamples
     ([(2, 16, 5, 5)], 20),  # a single layer
     ([(1, 7, 1, 1), (1, 5, 1, 1)], 10),  # 1x1 grids: every neighbour is padding
+    ([(1, 512, 6, 5), (1, 1024, 3, 3)], 1024),  # wide_resnet50_2's layers: depthwise and 2-channel groups
+    ([(1, 128, 4, 4), (1, 256, 2, 2)], 1024),  # resnet18's layers: windows cross channel boundaries
 ])
 def test_official_aggregator_equals_reference(shapes: list[tuple[int, ...]], embed_dim: int) -> None:
     generator = torch.Generator().manual_seed(sum(map(sum, shapes)))
@@ -63,6 +65,7 @@ def test_official_aggregator_equals_reference(shapes: list[tuple[int, ...]], emb
     expected = reference_official(maps, embed_dim)
     got = OfficialAggregator([s[1] for s in shapes], embed_dim, torch.device("cpu"))(maps)
     assert got.shape == (shapes[0][0], embed_dim, *shapes[0][2:])
+    assert got.dtype == torch.float32
     torch.testing.assert_close(got.permute(0, 2, 3, 1), expected, rtol=1e-5, atol=1e-5)
 
 

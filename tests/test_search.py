@@ -72,6 +72,38 @@ def test_half_precision_strategy_matches_exact(kind: str, half_dtype: torch.dtyp
     check_same(queries, index)
 
 
+@pytest.mark.parametrize("kind", sorted(DATA))
+@pytest.mark.parametrize("search_dim, candidates", [(16, 8), (128, 16), (4, 2)])
+def test_bf16_candidates_give_the_exact_fp32_nearest(kind: str, search_dim: int, candidates: int) -> None:
+    """bf16 bound GEMM (the CPU's AMX path), exact fp32 re-check: the same answers as fp32."""
+    bank, queries = DATA[kind](0, 700), DATA[kind](1, 4 * 96)
+    index = BankIndex(bank, search_dim=search_dim, candidates=candidates, precision="bf16")
+    assert index.bf16_bound
+    check_same(queries, index)
+
+
+def test_bf16_bound_is_a_lower_bound_on_every_distance() -> None:
+    """What the bf16 candidate stage ranks and certifies never exceeds the true squared
+    distance, even for far-off data where bf16 rounding is largest."""
+    bank, queries = 50 + clustered(20, 500), 50 + clustered(21, 200)
+    index = BankIndex(bank, search_dim=8, candidates=4, precision="bf16")
+    centered = queries - index.mean
+    sq = centered.square().sum(dim=1, keepdim=True)
+    projected = index._project(centered)
+    lhs = torch.cat([projected, sq, torch.ones_like(sq), torch.linalg.vector_norm(projected, dim=1, keepdim=True)], 1)
+    bounds = (lhs.to(torch.bfloat16) @ index.bf16_rhs).double()
+    true_sq = torch.cdist(queries.double(), bank.double()).square()
+    assert (bounds <= true_sq + 1e-6 * true_sq.max()).all()
+    assert (bounds >= 0.5 * true_sq - 1e-3 * true_sq.max()).float().mean() > 0.5  # and still a useful bound
+
+
+def test_bf16_candidates_with_too_few_certified_fall_back_to_exact() -> None:
+    bank, queries = gaussian(8, 600, 48), gaussian(9, 4 * 50, 48)
+    index = BankIndex(bank, search_dim=1, candidates=1, precision="bf16")
+    check_same(queries, index)
+    assert index.stats.uncertified > 0.5 * queries.shape[0]
+
+
 def test_unknown_strategy() -> None:
     with pytest.raises(ValueError, match="strategy"):
         BankIndex(gaussian(0, 10, 4), strategy="lsh")

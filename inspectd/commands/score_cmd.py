@@ -12,6 +12,7 @@ from ..device import resolve_device
 from ..errors import ImageError
 from ..heatmap import save_heatmap
 from ..model import ProductModel
+from ..prefetch import prefetched_batches
 from ..store import ModelStore
 
 
@@ -32,14 +33,18 @@ def run(args: argparse.Namespace, config: Config) -> int:
     model.set_limits(config.images.max_bytes, config.images.max_pixels)
     rows: list[dict] = []
     readable: list[tuple[Path, object, object]] = []
-    for path in args.images:
-        try:
-            original, prepared = model.read(path)
-            readable.append((path, original, prepared))
-        except ImageError as exc:
-            rows.append({"path": str(path), "product": model.product, "model_version": model.version,
-                         "error": str(exc)})
-    results = model.score_images([r[2] for r in readable], [str(r[0]) for r in readable])
+    results = []
+    for batch in prefetched_batches(list(args.images), model.read, model.settings.batch_size):
+        for path, decoded in batch:
+            if isinstance(decoded, ImageError):
+                rows.append({"path": str(path), "product": model.product, "model_version": model.version,
+                             "error": str(decoded)})
+            elif isinstance(decoded, Exception):
+                raise decoded
+            else:
+                readable.append((path, *decoded))
+        scored = readable[len(results):]
+        results += model.score_images([r[2] for r in scored], [str(r[0]) for r in scored])
     names = heatmap_names([r[0] for r in readable])
     for (path, original, _), result in zip(readable, results):
         row = {"path": str(path), "product": model.product, "model_version": model.version,

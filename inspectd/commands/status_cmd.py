@@ -69,6 +69,8 @@ def _print_service(report: dict[str, Any] | None) -> None:
     for product, problem in sorted(report.get("model_problems", {}).items()):
         instead = f"scoring with {problem['using']}" if problem["using"] else "nothing to score with"
         print(f"MODEL PROBLEM {product} {problem['version']}: {problem['problem']} ({instead})")
+    for product, fallback in sorted(report.get("precision_fallbacks", {}).items()):
+        print(f"PRECISION FALLBACK {product} {fallback['version']}: {fallback['note']}")
     for folder in report.get("missing_folders", []):
         print(f"WATCHED FOLDER MISSING: {folder}")
     waiting = report.get("waiting_files", {})

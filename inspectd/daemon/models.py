@@ -90,6 +90,11 @@ class ModelKeeper:
         self._loaded[product] = _Loaded(model, now)
         return model
 
+    def precision_fallbacks(self) -> dict[str, dict[str, str]]:
+        """Loaded models scored in another precision than they were enrolled in."""
+        return {product: {"version": loaded.model.version, "note": loaded.model.precision_choice.fallback}
+                for product, loaded in self._loaded.items() if loaded.model.precision_choice.fallback}
+
     def drop(self, product: str) -> None:
         """Forget the loaded model (it is reloaded, e.g. on another device)."""
         self._loaded.pop(product, None)
@@ -119,8 +124,8 @@ class ModelKeeper:
         device = self.device_for(product)
         model = ProductModel.load(self.store, product, version, device=device)
         self.prepare(model)
-        log.info("loaded model %s %s (threshold %.4f, bank %d) on %s", product, model.version, model.threshold,
-                 model.index.bank.shape[0], device)
+        log.info("loaded model %s %s (threshold %.4f, bank %d) on %s in %s", product, model.version, model.threshold,
+                 model.index.bank.shape[0], device, model.precision)
         return model
 
     def _newest_loadable(self, product: str, before: str) -> ProductModel | None:

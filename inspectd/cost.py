@@ -2,7 +2,8 @@
 
 Patches per image and bank size follow from the geometry and the coreset settings;
 the feature store is every image's patches in float16; scoring time per image is
-the backbone, measured once on a blank image of the input size, plus the search,
+the backbone, timed on blank images of the input size in the enrollment's precision
+(the best of two passes, so one disturbed pass does not decide it), plus the search,
 estimated from the multiply-adds it needs at the matrix-multiply rate measured here.
 """
 
@@ -56,15 +57,19 @@ class CostEstimate:
 
 
 def estimate(extractor: PatchFeatureExtractor, input_hw: tuple[int, int], settings: ProductSettings, images: int,
-             tiles: int = 1, source_patches_before: int = 0, memory_limit_bytes: int | None = None) -> CostEstimate:
+             tiles: int = 1, source_patches_before: int = 0, memory_limit_bytes: int | None = None,
+             precision: str = "fp32") -> CostEstimate:
     """The cost of enrolling `images` more images (on top of a bank that stands for
     `source_patches_before` patches) and of scoring one image with the result.
     `input_hw` is what the network sees: the whole input, or one of `tiles` tiles."""
-    blank = extractor.to_tensor([np.zeros((*input_hw, 3), np.float32)])
-    extractor(blank)  # the first pass also builds the aggregation matrices
-    clock = time.perf_counter()
-    probe = extractor(blank)
-    backbone_ms = (time.perf_counter() - clock) * 1000.0
+    batch = min(settings.batch_size, 2)  # per image, a batch is cheaper than one image alone
+    blank = extractor.to_tensor([np.zeros((*input_hw, 3), np.float32)] * batch)
+    probe = extractor(blank, precision)  # the first pass also builds the aggregation matrices
+    backbone_ms = float("inf")
+    for _ in range(2):
+        clock = time.perf_counter()
+        extractor(blank, precision)
+        backbone_ms = min(backbone_ms, (time.perf_counter() - clock) * 1000.0 / batch)
     _, h, w, d = probe.shape
     patches = h * w * tiles
     per_region = settings.tile_bank == "per_region" and tiles > 1

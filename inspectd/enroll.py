@@ -130,14 +130,14 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
     if layout is not None and (parent is not None or settings.calibration_folds < 2):
         raise InspectdError("a tiled product (tile = ...) is enrolled whole, with calibration_folds >= 2: "
                             "--add and held-out calibration are not supported for tiles yet")
-    cost = estimate(extractor, layout.tile_hw if layout else geometry.input_hw, settings, len(paths), tiles,
-                    int(parent.metadata["coreset"]["source_patches"]) if parent is not None else 0,
-                    memory_limit_bytes=config.enroll_memory_mb * 2**20)
-    if on_estimate is not None:
-        on_estimate(cost)
     precision = enrollment_precision(settings, parent, device, rejected, tiled=layout is not None)
     if precision.fallback:
         log.warning("%s: %s", product, precision.fallback)
+    cost = estimate(extractor, layout.tile_hw if layout else geometry.input_hw, settings, len(paths), tiles,
+                    int(parent.metadata["coreset"]["source_patches"]) if parent is not None else 0,
+                    memory_limit_bytes=config.enroll_memory_mb * 2**20, precision=precision.precision)
+    if on_estimate is not None:
+        on_estimate(cost)
     # auto's bf16 is checked against fp32 on the share of images that held-out
     # calibration would hold out (their decoded pixels are kept for the fp32 pass)
     checking = precision.precision == "bf16" and settings.precision == "auto" and parent is None

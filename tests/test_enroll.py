@@ -259,7 +259,7 @@ def test_add_extends_a_held_out_version(tmp_path: Path, make_config, dataset: Pa
     second = enroll(config, "grow", day2, add=True)
 
     assert sorted(spies.decoded) == sorted(p.name for p in new)  # the old ones are not decoded again
-    assert spies.extracted == 6 + 1  # only the new images went through the backbone (+ the cost probe)
+    assert spies.extracted == 6 + 2  # only the new images went through the backbone (+ the cost probe's 2 blanks)
     assert second.version == "v0002"
     assert {Path(n).name: r for n, r in second.skipped} == {"000.png": "already enrolled (same content)",
                                                             "001.png": "already enrolled (same content)"}

@@ -165,13 +165,12 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
         cal_set = _Images(kept.paths[n_bank:], kept.hashes[n_bank:])
         grid = tuple(feats.shape[1:3])
 
+        fitted: CrossFit | None = None  # the fold banks, when a first untiled enrollment is cross-fitted
         if layout is not None:
             banks, good_scores = _tiled_banks(new_feats, layout, settings, device, progress, timings)
-            fitted = None
             bank, source_patches = torch.cat(banks), int(np.prod(new_feats.shape[:3]))
         else:
             clock = time.perf_counter()
-            fitted = None
             if cross_fit and parent is None:
                 n = new_feats.shape[0]
                 if n < 2:

@@ -57,18 +57,27 @@ class CrossFit:
 
 
 def cross_fitted_scores(fold: np.ndarray, select_part: SelectPart, score: Score) -> CrossFit:
-    """One out-of-bank score per image.
-
-    `select_part(images)` chooses bank rows from those images' patches (one fold's
-    coreset); `score(bank, images)` scores images against a bank. Fold f is scored by
-    the union of the other folds' coresets (k-center coresets compose), a bank that
-    never saw its images. k coresets of n/k images cost less than one of n."""
-    labels = np.unique(fold)
-    fitted = CrossFit(fold, labels, [select_part(np.flatnonzero(fold == f)) for f in labels], np.full(fold.size, np.nan))
-    for label in labels:
-        inside = np.flatnonzero(fold == label)
-        fitted.scores[inside] = score(fitted.bank_without(label), inside)
+    """One out-of-bank score per image (fold_parts, then score_folds)."""
+    fitted = fold_parts(fold, select_part)
+    score_folds(fitted, score)
     return fitted
+
+
+def fold_parts(fold: np.ndarray, select_part: SelectPart) -> CrossFit:
+    """Each fold's coreset, chosen by `select_part(images)` from those images' patches;
+    the scores are still to be filled in (NaN). k coresets of n/k images cost less
+    than one of n."""
+    labels = np.unique(fold)
+    return CrossFit(fold, labels, [select_part(np.flatnonzero(fold == f)) for f in labels],
+                    np.full(fold.size, np.nan))
+
+
+def score_folds(fitted: CrossFit, score: Score) -> None:
+    """Fold f's images scored, by `score(bank, images)`, against the union of the other
+    folds' coresets (k-center coresets compose), a bank that never saw them."""
+    for label in fitted.labels:
+        inside = np.flatnonzero(fitted.fold == label)
+        fitted.scores[inside] = score(fitted.bank_without(label), inside)
 
 
 def guarantee_note(folds: int, n: int, alpha: float, guaranteed: bool) -> str:

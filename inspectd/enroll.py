@@ -36,7 +36,7 @@ from .config import Config, ProductSettings
 from .bank import ImageRows, ImageSubset, select_bank
 from .coreset import coreset_size
 from .cost import CostEstimate, estimate
-from .crossfit import CrossFit, cross_fitted_scores, fold_of_images
+from .crossfit import CrossFit, fold_of_images, fold_parts, score_folds
 from .device import resolve_device
 from .errors import ImageError, InspectdError, ModelError
 from .extractor_cache import new_extractor, shared_extractor
@@ -166,6 +166,18 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
         grid = tuple(feats.shape[1:3])
 
         fitted: CrossFit | None = None  # the fold banks, when a first untiled enrollment is cross-fitted
+        check = rejected
+
+        def check_bf16_now(parts: CrossFit | None, final: Scorer | TiledScorer | None = None) -> None:
+            # Cross-fitted, before any fold is scored: a rejected bf16 then costs only the
+            # features and the fold coresets, not the scores, final coreset or calibration.
+            nonlocal check
+            clock = time.perf_counter()
+            check = _check_bf16(decoder, kept, feats, parts, final, extractor, settings, geometry, device)
+            timings["precision_check"] = time.perf_counter() - clock
+            if not check.passed:
+                raise Bf16Rejected(check)
+
         if layout is not None:
             banks, good_scores = _tiled_banks(new_feats, layout, settings, device, progress, timings)
             bank, source_patches = torch.cat(banks), int(np.prod(new_feats.shape[:3]))
@@ -175,9 +187,10 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
                 n = new_feats.shape[0]
                 if n < 2:
                     raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
+
                 fitted = _cross_fit(new_feats, np.arange(n), fold_of_images(n, settings.calibration_folds,
                                     settings.seed), settings, geometry.input_hw, device, progress,
-                                    precision.precision)
+                                    precision.precision, check_bf16_now if checking else lambda parts: None)
                 good_scores = fitted.scores
             elif cross_fit:
                 good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device,
@@ -200,13 +213,8 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
         calibration, bad_count = _calibrate(scorer, good_scores, bad_dir, extractor, geometry, config, settings,
                                             precision.precision, progress)
         timings["calibration"] = time.perf_counter() - clock
-        check = rejected
-        if checking:
-            clock = time.perf_counter()
-            check = _check_bf16(decoder, kept, feats, fitted, scorer, extractor, settings, geometry, device)
-            timings["precision_check"] = time.perf_counter() - clock
-            if not check.passed:
-                raise Bf16Rejected(check)
+        if checking and fitted is None:  # held out: checked against the final bank
+            check_bf16_now(None, scorer)
         timings["total"] = time.perf_counter() - started
 
         warnings = [calibration.warning] if calibration.warning else []
@@ -239,9 +247,11 @@ def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: 
 
 
 def _cross_fit(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings: ProductSettings,
-               input_hw: tuple[int, int], device: torch.device, progress: Progress, precision: str) -> CrossFit:
+               input_hw: tuple[int, int], device: torch.device, progress: Progress, precision: str,
+               before_scoring: Callable[[CrossFit], None] = lambda fitted: None) -> CrossFit:
     """One out-of-bank score for each of `rows` (images, or one region's tiles) of the
-    feature store, `fold` the fold of each (crossfit.py)."""
+    feature store, `fold` the fold of each (crossfit.py). `before_scoring` sees the fold
+    coresets before any image is scored against them."""
     source = rows.size * feats.shape[1] * feats.shape[2]
     total = coreset_size(source, settings.coreset_ratio, settings.coreset_count)
 
@@ -257,7 +267,10 @@ def _cross_fit(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings
         scorer = make_scorer([bank], settings, input_hw, None, device, precision=precision)
         return scorer.image_scores(ImageSubset(feats, rows[members]))
 
-    return cross_fitted_scores(fold, select_part, score)
+    fitted = fold_parts(fold, select_part)
+    before_scoring(fitted)
+    score_folds(fitted, score)
+    return fitted
 
 
 def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSettings, device: torch.device,
@@ -298,7 +311,7 @@ def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, setting
 
 
 def _check_bf16(decoder: _Decoder, kept: _Images, feats: torch.Tensor, fitted: CrossFit | None,
-                scorer: Scorer | TiledScorer, extractor: PatchFeatureExtractor, settings: ProductSettings,
+                scorer: Scorer | TiledScorer | None, extractor: PatchFeatureExtractor, settings: ProductSettings,
                 geometry: Geometry, device: torch.device) -> PrecisionCheck:
     """bf16 vs fp32 scores of the retained images, each against a bank that did not see
     it: its cross-fitting fold's bank, or (held out) the final bank."""

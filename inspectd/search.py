@@ -19,17 +19,28 @@ with the smallest bounds are re-checked exactly; when the best exact distance is
 larger than the largest bound among them, no other vector can be nearer and the answer
 is certified. The rare uncertified queries fall back to the exact search.
 
-With `precision="bf16"` (CPUs with AMX/AVX512-BF16) the bound is one bf16 GEMM of
-l = [proj(q), ||q||^2, 1, |proj(q)|] with r = [-2 proj(b), 1 - e, (1 - e) ||b||^2, -e' |2 proj(b)|].
-Rounding to bf16 (unit roundoff u = 2^-8) changes sum l_i r_i by at most e sum |l_i r_i|
-with e = 3u + u^2 (two input roundings, one output rounding) plus fp32 accumulation;
-with e' = e / (1 - e) the computed value is then never above the exact bound, so what is
-ranked and certified is still a lower bound on every true distance, and the reported
+With `precision="bf16"` (CPUs with AMX/AVX512-BF16) the bound is one bf16 GEMM whose
+inputs are exact bf16 numbers: the projected query x and bank row y are rounded to bf16
+(x~, y~), and their squared norms are split into two bf16 parts (hi + lo), so that
+
+    [x~, |x~|^2_hi, |x~|^2_lo, 1, 1] . [-2 y~, 1, 1, |y~|^2_hi, |y~|^2_lo]  =  ||x~ - y~||^2
+
+up to the norm split (relative 2^-16). bf16 x bf16 products are exact in fp32 and
+accumulate in fp32 (error at most n 2^-24 of the sum of |terms|); the one lossy step is
+rounding the result to bf16, relative u = 2^-8 of the small squared distance itself.
+The rounding of the inputs is paid back in distance, with the triangle inequality and
+each vector's measured rounding displacement (||x - x~||, ||y - y~||, about 0.2 % of
+their norms):
+
+    ||a - b||  >=  ||x - y||  >=  ||x~ - y~|| - ||x - x~|| - ||y - y~||
+
+so the certificate stays a proven lower bound on every true distance, and the reported
 distances are the exact fp32 ones of the re-check.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,10 +52,8 @@ if TYPE_CHECKING:
 CHUNK_ELEMENTS = 1 << 21  # query rows x bank rows per block: 8 MB in fp32 stays in cache
 GPU_CHUNK_ELEMENTS = 1 << 27  # on a GPU, large blocks keep the tensor cores busy
 HALF_CANDIDATES = 32
-BF16_UNIT_ROUNDOFF = 2.0 ** -8
-# Relative error e of a bf16 GEMM entry against sum |l_i r_i| (see module docstring):
-# two input roundings, one output rounding, fp32 accumulation of up to 2^10 terms.
-BF16_GEMM_ERROR = 3 * BF16_UNIT_ROUNDOFF + BF16_UNIT_ROUNDOFF ** 2 + 2.0 ** -14
+BF16_UNIT_ROUNDOFF = 2.0 ** -8  # round to nearest with an 8-bit significand
+FP32_UNIT_ROUNDOFF = 2.0 ** -24
 
 
 def exact_nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor | None = None
@@ -119,10 +128,13 @@ class BankIndex:
         # Rounding in the bound's GEMM, scaled to the data: subtracted before certifying.
         self.slack = 1e-5 * float(bank_centered_sq.max())
         if self.bf16_bound:
-            e = BF16_GEMM_ERROR
-            row_norm = 2.0 * torch.linalg.vector_norm(bank_proj, dim=1, keepdim=True)
-            self.bf16_rhs = torch.cat([-2.0 * bank_proj, (1.0 - e) * ones, (1.0 - e) * bank_centered_sq[:, None],
-                                       -e / (1.0 - e) * row_norm], dim=1).T.contiguous().to(torch.bfloat16)
+            rounded = bank_proj.to(torch.bfloat16)
+            # The largest distance any bank row moved by rounding (module docstring).
+            self.bf16_shift = float(torch.linalg.vector_norm(bank_proj - rounded.float(), dim=1).max())
+            self.bf16_norm = float(torch.linalg.vector_norm(rounded.float(), dim=1).max())
+            ones = torch.ones_like(rounded[:, :1])
+            self.bf16_rhs = torch.cat([-2.0 * rounded, ones, ones, *_split_bf16(_sq_norm(rounded))],
+                                      dim=1).T.contiguous()
 
     def _project(self, centered: torch.Tensor) -> torch.Tensor:
         """Centred vectors -> [coordinates on the principal axes, norm of the rest]."""
@@ -150,15 +162,13 @@ class BankIndex:
         centered_sq = queries.square().sum(dim=1, keepdim=True)
         projected = self._project(queries)
         if self.bf16_bound:
-            # The last coordinate carries the rounding allowance (module docstring).
-            lhs = torch.cat([projected, centered_sq, torch.ones_like(centered_sq),
-                             torch.linalg.vector_norm(projected, dim=1, keepdim=True)], dim=1)
-            bounds = lhs.to(torch.bfloat16) @ self.bf16_rhs
+            bound_sq, candidate, lower = self._bf16_candidates(projected)
         else:
             bounds = torch.cat([projected, centered_sq, torch.ones_like(centered_sq)], dim=1) @ self.bound_rhs
-        bound_sq, candidate = torch.topk(bounds, self.candidates, dim=1, largest=False, sorted=False)
+            bound_sq, candidate = torch.topk(bounds, self.candidates, dim=1, largest=False, sorted=False)
+            lower = bound_sq.max(dim=1).values - self.slack
         best_sq, index = self._recheck(queries, centered_sq, candidate)
-        certified = best_sq <= bound_sq.max(dim=1).values.float() - self.slack
+        certified = best_sq <= lower
         if self.candidates == self.bank.shape[0]:
             certified[:] = True
         dist = best_sq.clamp_(min=0.0).sqrt_()
@@ -168,6 +178,24 @@ class BankIndex:
             self.stats.uncertified += int(missing.numel())
             dist[missing], index[missing] = exact_nearest(queries[missing], self.centered, self.bank_sq)
         return dist, index
+
+    def _bf16_candidates(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Candidates ranked by the bf16 GEMM of exact bf16 inputs, and for each query the
+        squared distance that no other bank row can be nearer than (module docstring)."""
+        rounded = projected.to(torch.bfloat16)
+        shift = torch.linalg.vector_norm(projected - rounded.float(), dim=1)
+        norm = torch.linalg.vector_norm(rounded.float(), dim=1)
+        ones = torch.ones_like(rounded[:, :1])
+        lhs = torch.cat([rounded, *_split_bf16(_sq_norm(rounded)), ones, ones], dim=1)
+        approx_sq = lhs @ self.bf16_rhs  # bf16 result
+        bound_sq, candidate = torch.topk(approx_sq, self.candidates, dim=1, largest=False, sorted=False)
+        # Undo the result's rounding, the fp32 accumulation and the norm split ...
+        terms = (norm + self.bf16_norm).square()
+        accumulation = (lhs.shape[1] + 2) * FP32_UNIT_ROUNDOFF * terms + 2 * BF16_UNIT_ROUNDOFF ** 2 * terms
+        rounded_sq = (bound_sq.max(dim=1).values.float() / (1 + BF16_UNIT_ROUNDOFF) - accumulation).clamp_(min=0.0)
+        # ... then the inputs' rounding, in distance; the re-check's own rounding last.
+        lower = (rounded_sq.sqrt_() - shift - self.bf16_shift).clamp_(min=0.0)
+        return bound_sq, candidate, torch.where(lower > 0, lower.square() - self.slack, -math.inf)
 
     def _recheck(self, queries: torch.Tensor, queries_sq: torch.Tensor, candidate: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,6 +224,18 @@ class BankIndex:
         sq = self.bank_sq[rows][:, None] + self.bank_sq[None, :] - 2.0 * (points @ self.centered.T)
         sq[torch.arange(rows.shape[0], device=sq.device), rows] = -1.0  # the row itself
         return torch.topk(sq, k, dim=1, largest=False).indices
+
+
+def _sq_norm(rows: torch.Tensor) -> torch.Tensor:
+    """Squared norms of bf16 rows, in float64 (exact enough to split)."""
+    return rows.double().square().sum(dim=1)
+
+
+def _split_bf16(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 values as two bf16 columns whose sum is within 2^-16 of them."""
+    high = values.to(torch.bfloat16)
+    low = (values - high.double()).to(torch.bfloat16)
+    return high[:, None], low[:, None]
 
 
 def bank_index(bank: torch.Tensor, settings: "ProductSettings", precision: str, mode: str | None = None) -> BankIndex:

@@ -61,19 +61,19 @@ def test_each_fold_is_scored_by_the_other_folds_coresets() -> None:
 def bank_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Records the images of every coreset pool and of every scored fold."""
     seen: dict[str, list] = {"pools": [], "scored": []}
-    real_cross_fit, real_select = enroll_module.cross_fitted_scores, enroll_module.select_bank
+    real_score_folds, real_select = enroll_module.score_folds, enroll_module.select_bank
 
-    def cross_fit_spy(fold, select_part, score):
+    def score_folds_spy(fitted, score):
         def recorded(bank, images):
             seen["scored"].append(set(images.tolist()))
             return score(bank, images)
-        return real_cross_fit(fold, select_part, recorded)
+        return real_score_folds(fitted, recorded)
 
     def select(pool, *args, **kwargs):
         seen["pools"].append(set(pool.images.tolist()) if hasattr(pool, "images") else pool.shape[0])
         return real_select(pool, *args, **kwargs)
 
-    monkeypatch.setattr(enroll_module, "cross_fitted_scores", cross_fit_spy)
+    monkeypatch.setattr(enroll_module, "score_folds", score_folds_spy)
     monkeypatch.setattr(enroll_module, "select_bank", select)
     return seen
 

@@ -107,6 +107,39 @@ def test_auto_enrolls_fp32_when_bf16_scores_differ_too_much(make_config, dataset
     assert ProductModel.load(store, "p").precision == "fp32"
 
 
+def test_a_rejected_bf16_is_found_before_the_long_work(make_config, dataset: Path, cpu_with_bf16,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check runs on the fold coresets, before any fold is scored and before the final
+    coreset: a rejected bf16 attempt does not do that work (it is done once, in fp32)."""
+    from inspectd import enroll as enroll_module
+    calls: list[tuple[str, str]] = []
+    real_score_folds, real_select = enroll_module.score_folds, enroll_module.select_bank
+    feature_precisions: list[str] = []
+    real_extract = enroll_module._extract
+
+    def extract(extractor, decoder, paths, batch_size, precision_name, *args, **kwargs):
+        feature_precisions.append(precision_name)
+        return real_extract(extractor, decoder, paths, batch_size, precision_name, *args, **kwargs)
+
+    def score_folds(fitted, score):
+        calls.append(("fold scores", feature_precisions[-1]))
+        return real_score_folds(fitted, score)
+
+    def select_bank(pool, *args, stage: str = "coreset", **kwargs):
+        calls.append((stage, feature_precisions[-1]))
+        return real_select(pool, *args, stage=stage, **kwargs)
+
+    monkeypatch.setattr(enroll_module, "_extract", extract)
+    monkeypatch.setattr(enroll_module, "score_folds", score_folds)
+    monkeypatch.setattr(enroll_module, "select_bank", select_bank)
+    _, store = enrolled_model(make_config, dataset, "auto", tolerance=0.0)
+    assert store.open("p").metadata["precision"]["enrolled"] == "fp32"
+    assert feature_precisions == ["bf16", "fp32"]
+    bf16_work = [stage for stage, used in calls if used == "bf16"]
+    assert bf16_work == ["calibration folds"] * 5  # the fold coresets only
+    assert [stage for stage, used in calls if used == "fp32"] == ["calibration folds"] * 5 + ["fold scores", "coreset"]
+
+
 def test_held_out_calibration_checks_bf16_on_its_held_out_images(make_config, dataset: Path,
                                                                  cpu_with_bf16) -> None:
     _, store = enrolled_model(make_config, dataset, "auto", calibration_folds=0)

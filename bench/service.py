@@ -2,6 +2,8 @@
 
     python bench/service.py --count 500 --rate 5 [--backbone wide_resnet50_2 --size 224]
     python bench/service.py --count 10000 --rate 0 --backbone resnet18 --size 64   # soak
+    python bench/service.py --images ../shared/data/bsdata/ballscrew_1130x460 --n-train 200 --rate 8 \
+        --precision auto   # issue 12's daemon target: real images, a bank of 200
 
 Prints end-to-end latency from a file's completion to its committed result (p50, p95,
 p99), the part of it that is not settle time or the engine's own scoring time (the
@@ -29,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inspectd.config import load_config  # noqa: E402
 from inspectd.db import open_database  # noqa: E402
-from inspectd.enroll import enroll  # noqa: E402
+from inspectd.enroll import EnrollReport, enroll  # noqa: E402
+from inspectd.imageio import list_images  # noqa: E402
+from inspectd.store import ModelStore  # noqa: E402
 from inspectd.synthetic import generate_images  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -80,6 +84,7 @@ device = "{args.device}"
 backbone = "{args.backbone}"
 weights = "random"
 size = {args.size}
+precision = "{args.precision}"
 [daemon]
 settle_seconds = {args.settle}
 batch_size = {args.batch}
@@ -107,6 +112,26 @@ def drop_images(sources: list[Path], drop: Path, count: int, rate: float) -> dic
     return completed
 
 
+def bench_images(args: argparse.Namespace, root: Path) -> tuple[Path, list[Path]]:
+    """The good folder to enroll and the images to drop."""
+    if args.images is None:
+        good = generate_images(root / "good", args.n_train, 0, size=(256, 256), seed=0)
+        return good[0].parent, generate_images(root / "sources", 20, 10, size=(256, 256), seed=1)
+    good = root / "good"
+    good.mkdir()
+    for path in list_images(args.images / "train" / "good")[:args.n_train]:
+        (good / path.name).symlink_to(path.resolve())
+    tests = [p for folder in sorted((args.images / "test").iterdir()) if folder.is_dir() for p in list_images(folder)]
+    return good, tests[::max(1, len(tests) // 40)]
+
+
+def report_enroll(report: EnrollReport) -> None:
+    meta = ModelStore(report.path.parent.parent).open(report.product).metadata["precision"]
+    print(f"enrolled {report.bank_images} images, bank {report.bank_size}, precision {meta['enrolled']}"
+          f"{' (' + meta['note'] + ')' if meta['note'] else ''}; enroll s: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in report.timings_s.items()), flush=True)
+
+
 def wait_for(url: str, count: int, timeout: float) -> list[dict]:
     deadline = time.monotonic() + timeout
     with open_database(url, create=False) as db:
@@ -129,13 +154,16 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--no-maps", action="store_true", help="do not keep raw anomaly maps")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--images", type=Path, help="an MVTec-layout folder (train/good, test/*) instead of "
+                                                    "generated images")
+    parser.add_argument("--n-train", type=int, default=30, help="good images to enroll")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         config = load_config(write_config(root, args))
-        good = generate_images(root / "good", 30, 0, size=(256, 256), seed=0)
-        enroll(config, "bench", good[0].parent)
-        sources = generate_images(root / "sources", 20, 10, size=(256, 256), seed=1)
+        good, sources = bench_images(args, root)
+        report_enroll(enroll(config, "bench", good))
         (root / "drop").mkdir()
         log = (root / "daemon.log").open("w")
         daemon = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "run", "--config", str(root / "config.toml")],
@@ -171,7 +199,11 @@ def report(args: argparse.Namespace, rows: list[dict], completed: dict[str, floa
           + ", ".join(f"p{q} {np.percentile(latency, q):.0f}" for q in (50, 95, 99)))
     print("daemon overhead ms (latency - settle - engine scoring): "
           + ", ".join(f"p{q} {np.percentile(overhead, q):.0f}" for q in (50, 95, 99)))
-    print(f"engine scoring per image ms: p50 {np.percentile(engine, 50):.0f}")
+    print(f"engine scoring per image ms: p50 {np.percentile(engine, 50):.0f}; stages p50: "
+          + ", ".join(f"{k} {np.percentile([(r['timings'] or {}).get(k, 0.0) for r in rows], 50):.1f}"
+                      for k in sorted({k for r in rows for k in (r["timings"] or {})})))
+    print("end-to-end latency minus settle ms: "
+          + ", ".join(f"p{q} {np.percentile(latency - args.settle * 1000, q):.0f}" for q in (50, 95, 99)))
     print(f"throughput {len(rows) / (scored.max() - done.min()):.1f} images/s")
     print(f"daemon CPU: idle {idle_cpu:.2f}% of one core over {args.idle_seconds:.0f} s, busy {busy_cpu:.0f}%")
     if sampler.gpu:

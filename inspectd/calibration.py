@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import beta
 
 from .metrics import best_f1_threshold
 
@@ -41,6 +42,30 @@ class Calibration:
 def required_good_images(alpha: float) -> int:
     """Calibration (held-out or cross-fitted) good images needed for the conformal guarantee at false-alarm rate alpha."""
     return math.ceil(1.0 / alpha - 1.0)
+
+
+@dataclass(frozen=True)
+class FalseAlarmSpread:
+    """What a conformal threshold from n good scores means for new good images: its
+    false-alarm rate is itself random (it depends on which n images calibrated it),
+    Beta(n + 1 - r, r) distributed for rank r. Few images spread it widely."""
+
+    mean: float
+    low: float  # 5th percentile over enrollments of this size
+    high: float  # 95th percentile
+
+    @classmethod
+    def of(cls, n: int, alpha: float) -> "FalseAlarmSpread | None":
+        rank = math.ceil((n + 1) * (1.0 - alpha))
+        if n < 1 or rank > n:
+            return None
+        above = n + 1 - rank  # how many of the n+1 exchangeable scores reach the threshold
+        low, high = beta.ppf([0.05, 0.95], above, rank)
+        return cls(above / (n + 1), float(low), float(high))
+
+    def describe(self, n: int) -> str:
+        return (f"with {n} images it averages {100 * self.mean:.1f} % and lies between {100 * self.low:.1f} % "
+                f"and {100 * self.high:.1f} % in 90 % of enrollments of this size (more images narrow it)")
 
 
 def conformal_threshold(good_scores: np.ndarray, alpha: float) -> tuple[float, bool]:

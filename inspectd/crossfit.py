@@ -26,6 +26,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .calibration import FalseAlarmSpread
+
 SelectPart = Callable[[np.ndarray], torch.Tensor]  # images -> bank rows chosen from their patches
 Score = Callable[[torch.Tensor, np.ndarray], np.ndarray]  # (bank, images) -> their scores
 
@@ -82,14 +84,16 @@ def score_folds(fitted: CrossFit, score: Score) -> None:
 
 def guarantee_note(folds: int, n: int, alpha: float, guaranteed: bool) -> str:
     """What the threshold promises, in one sentence for the enrollment summary."""
-    if folds < 2:
-        if guaranteed:
-            return (f"split conformal on {n} held-out good images: false-alarm probability at most {alpha:g} "
-                    "on new good images like them")
-        return f"only {n} held-out good images: no false-alarm guarantee at {alpha:g}"
     if not guaranteed:
+        if folds < 2:
+            return f"only {n} held-out good images: no false-alarm guarantee at {alpha:g}"
         return (f"only {n} good images: the threshold is the highest cross-fitted good score, "
                 f"no false-alarm guarantee at {alpha:g}")
+    spread = FalseAlarmSpread.of(n, alpha)
+    if folds < 2:
+        return (f"split conformal on {n} held-out good images: false-alarm probability at most {alpha:g} "
+                f"on new good images like them; {spread.describe(n)}")
     return (f"cross-fitted conformal ({folds} folds, {n} good images, each scored by a bank without it); "
             f"the final bank holds all {n}, so new good images score a little lower: false-alarm rate "
-            f"about {alpha:g} or less (measured by bench/calibration.py, not an exact bound)")
+            f"about {alpha:g} or less (measured by bench/calibration.py, not an exact bound); "
+            f"{spread.describe(n)}")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from inspectd.calibration import Calibration, calibrate, conformal_threshold, required_good_images
+from inspectd.calibration import FalseAlarmSpread, Calibration, calibrate, conformal_threshold, required_good_images
 from inspectd.metrics import best_f1_threshold, threshold_metrics
 
 
@@ -80,6 +80,21 @@ def test_conformal_false_alarm_rate_is_at_most_alpha(n: int, alpha: float, distr
     assert exact <= alpha + 1e-12
     assert false_alarm <= alpha + 0.006
     assert false_alarm == pytest.approx(exact, abs=0.006)  # neither looser nor needlessly strict
+
+
+@pytest.mark.parametrize("n", [20, 40, 200])
+def test_the_stated_false_alarm_spread_is_what_enrollments_of_that_size_get(n: int) -> None:
+    """Many enrollments of n good images from one distribution: the share of new good
+    images each threshold flags averages what the summary states, and 90 % of the
+    enrollments fall inside the stated range."""
+    rng = np.random.default_rng(777 + n)
+    thresholds = np.array([conformal_threshold(rng.normal(0.0, 1.0, n), 0.05)[0] for _ in range(4000)])
+    rates = 0.5 * (1.0 - np.vectorize(math.erf)(thresholds / math.sqrt(2.0)))  # exact, for N(0, 1) goods
+    spread = FalseAlarmSpread.of(n, 0.05)
+    assert rates.mean() == pytest.approx(spread.mean, abs=0.002)
+    assert np.mean((rates >= spread.low) & (rates <= spread.high)) == pytest.approx(0.90, abs=0.015)
+    assert f"with {n} images it averages" in spread.describe(n)
+    assert FalseAlarmSpread.of(10, 0.05) is None  # too few for the rank: nothing to promise
 
 
 def test_best_f1_with_bad_scores() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from inspectd import metrics
+from inspectd.calibration import FalseAlarmSpread
 from inspectd.cli import main
 from inspectd.config import load_config
 from inspectd.enroll import enroll
@@ -205,6 +206,9 @@ def test_plain_layout(tmp_path: Path, data: Path, capsys) -> None:
     # what was measured, beside what the threshold was calibrated for
     assert result["peak_ram_mb"] > 0 and result["ms_per_image"] > 0
     assert result["target_false_alarm_rate"] == 0.2 and result["calibration_folds"] == 5
+    spread = FalseAlarmSpread.of(7, 0.2)  # 7 cross-fitted good scores, rank 7: Beta(1, 7)
+    assert result["expected_false_alarm_range"] == pytest.approx([spread.low, spread.high])
+    assert 0.0 < spread.low < 0.2 < spread.high < 0.5
     assert any(n.startswith("estimated before enrollment: 7 images x") for n in result["notes"])
     # The images enrolled are exactly the seeded half, and none of them is tested.
     categories, _ = discover(plain)

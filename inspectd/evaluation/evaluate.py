@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..calibration import FalseAlarmSpread
 from ..errors import ImageError
 from ..imageio import Geometry, apply_geometry, read_image
 from ..model import ProductModel
@@ -39,6 +40,9 @@ class Evaluation:
     peak_ram_mb: float  # the process's peak resident memory when scoring ended (enrollment included)
     target_false_alarm_rate: float  # what the model's threshold was calibrated for
     calibration_folds: int  # 0: held-out calibration images; k: cross-fitted
+    # where the false-alarm rate of a threshold from this many good images lies (5th-95th
+    # percentile over enrollments of that size), when the conformal rank exists
+    expected_false_alarm: FalseAlarmSpread | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -109,7 +113,11 @@ def evaluate(model: ProductModel, samples: Sequence[Sample], category: str,
                       samples=kept, scores=scores, maps=maps, masks=masks, has_mask=has_mask, metrics=result,
                       seconds_per_image=scoring_s / k, peak_ram_mb=peak_ram_mb(),
                       target_false_alarm_rate=model.calibration.false_alarm_rate,
-                      calibration_folds=model.calibration.folds, skipped=skipped, notes=notes)
+                      calibration_folds=model.calibration.folds,
+                      expected_false_alarm=FalseAlarmSpread.of(model.calibration.n_good,
+                                                               model.calibration.false_alarm_rate)
+                      if model.calibration.guaranteed else None,
+                      skipped=skipped, notes=notes)
 
 
 def peak_ram_mb() -> float:

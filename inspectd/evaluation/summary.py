@@ -22,6 +22,8 @@ def category_json(evaluation: Evaluation) -> dict:
                peak_ram_mb=round(evaluation.peak_ram_mb, 1),
                target_false_alarm_rate=evaluation.target_false_alarm_rate,
                calibration_folds=evaluation.calibration_folds,
+               expected_false_alarm_range=[evaluation.expected_false_alarm.low, evaluation.expected_false_alarm.high]
+               if evaluation.expected_false_alarm else None,
                skipped=[{"path": p, "reason": r} for p, r in evaluation.skipped], notes=list(evaluation.notes))
     return _no_nan(row)
 
@@ -33,10 +35,17 @@ def results_json(evaluations: Sequence[Evaluation]) -> dict:
     return {"categories": {e.category: category_json(e) for e in evaluations}, "mean": _no_nan(mean)}
 
 
+def _target(evaluation: Evaluation) -> str:
+    """The calibrated rate, and the range a threshold from that many images falls in."""
+    spread = evaluation.expected_false_alarm
+    target = f"{evaluation.target_false_alarm_rate:g}"
+    return f"{target} ({spread.low:.3f}-{spread.high:.3f})" if spread else target
+
+
 def table_rows(evaluations: Sequence[Evaluation]) -> list[tuple]:
     """Rows for TABLE_HEADER, with a mean row when there are several categories."""
     rows = [(e.category, e.metrics.n_good, e.metrics.n_defect, *_figures(vars(e.metrics)),
-             f"{e.target_false_alarm_rate:g}", f"{e.seconds_per_image * 1000.0:.1f}", f"{e.peak_ram_mb:.0f}")
+             _target(e), f"{e.seconds_per_image * 1000.0:.1f}", f"{e.peak_ram_mb:.0f}")
             for e in evaluations]
     if len(evaluations) > 1:
         rows.append(("mean", "", "", *_figures(mean_metrics([e.metrics for e in evaluations])), "", "", ""))

@@ -125,8 +125,8 @@ def bench_images(args: argparse.Namespace, root: Path) -> tuple[Path, list[Path]
     return good, tests[::max(1, len(tests) // 40)]
 
 
-def report_enroll(report: EnrollReport) -> None:
-    meta = ModelStore(report.path.parent.parent).open(report.product).metadata["precision"]
+def report_enroll(report: EnrollReport, store: ModelStore) -> None:
+    meta = store.open(report.product).metadata["precision"]
     print(f"enrolled {report.bank_images} images, bank {report.bank_size}, precision {meta['enrolled']}"
           f"{' (' + meta['note'] + ')' if meta['note'] else ''}; enroll s: "
           + ", ".join(f"{k} {v:.1f}" for k, v in report.timings_s.items()), flush=True)
@@ -163,7 +163,7 @@ def main() -> int:
         root = Path(tmp)
         config = load_config(write_config(root, args))
         good, sources = bench_images(args, root)
-        report_enroll(enroll(config, "bench", good))
+        report_enroll(enroll(config, "bench", good), ModelStore(config.store_dir))
         (root / "drop").mkdir()
         log = (root / "daemon.log").open("w")
         daemon = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "run", "--config", str(root / "config.toml")],

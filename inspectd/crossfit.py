@@ -58,9 +58,12 @@ class CrossFit:
         return torch.cat([part for other, part in zip(self.labels, self.parts) if other != label])
 
 
-def cross_fitted_scores(fold: np.ndarray, select_part: SelectPart, score: Score) -> CrossFit:
-    """One out-of-bank score per image (fold_parts, then score_folds)."""
+def cross_fitted_scores(fold: np.ndarray, select_part: SelectPart, score: Score,
+                        before_scoring: Callable[[CrossFit], None] = lambda fitted: None) -> CrossFit:
+    """One out-of-bank score per image (fold_parts, then score_folds); `before_scoring`
+    sees the fold coresets before any image is scored against them."""
     fitted = fold_parts(fold, select_part)
+    before_scoring(fitted)
     score_folds(fitted, score)
     return fitted
 

@@ -36,7 +36,7 @@ from .config import Config, ProductSettings
 from .bank import ImageRows, ImageSubset, select_bank
 from .coreset import coreset_size
 from .cost import CostEstimate, estimate
-from .crossfit import CrossFit, fold_of_images, fold_parts, score_folds
+from .crossfit import CrossFit, cross_fitted_scores, fold_of_images
 from .device import resolve_device
 from .errors import ImageError, InspectdError, ModelError
 from .extractor_cache import new_extractor, shared_extractor
@@ -187,14 +187,12 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
                 n = new_feats.shape[0]
                 if n < 2:
                     raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
-
                 fitted = _cross_fit(new_feats, np.arange(n), fold_of_images(n, settings.calibration_folds,
                                     settings.seed), settings, geometry.input_hw, device, progress,
-                                    precision.precision, check_bf16_now if checking else lambda parts: None)
+                                    check_bf16_now if checking else lambda parts: None)
                 good_scores = fitted.scores
             elif cross_fit:
-                good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device,
-                                                     precision.precision)
+                good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device)
             if cross_fit:
                 timings["cross-fitting"] = time.perf_counter() - clock
             clock = time.perf_counter()
@@ -203,7 +201,7 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
             timings["coreset"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        scorer = make_scorer(banks, settings, geometry.input_hw, layout, device, precision=precision.precision)
+        scorer = make_scorer(banks, settings, geometry.input_hw, layout, device)
         if cross_fit:
             arrays = {"calibration_scores": good_scores}
         else:
@@ -247,7 +245,7 @@ def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: 
 
 
 def _cross_fit(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings: ProductSettings,
-               input_hw: tuple[int, int], device: torch.device, progress: Progress, precision: str,
+               input_hw: tuple[int, int], device: torch.device, progress: Progress,
                before_scoring: Callable[[CrossFit], None] = lambda fitted: None) -> CrossFit:
     """One out-of-bank score for each of `rows` (images, or one region's tiles) of the
     feature store, `fold` the fold of each (crossfit.py). `before_scoring` sees the fold
@@ -264,13 +262,10 @@ def _cross_fit(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings
         return select_bank(part, part.shape[0], part_settings, device, progress, stage="calibration folds")
 
     def score(bank: torch.Tensor, members: np.ndarray) -> np.ndarray:
-        scorer = make_scorer([bank], settings, input_hw, None, device, precision=precision)
+        scorer = make_scorer([bank], settings, input_hw, None, device)
         return scorer.image_scores(ImageSubset(feats, rows[members]))
 
-    fitted = fold_parts(fold, select_part)
-    before_scoring(fitted)
-    score_folds(fitted, score)
-    return fitted
+    return cross_fitted_scores(fold, select_part, score, before_scoring)
 
 
 def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSettings, device: torch.device,
@@ -290,8 +285,7 @@ def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSetti
     banks = []
     for rows in regions:
         clock = time.perf_counter()
-        tile_scores[rows] = _cross_fit(feats, rows, fold[rows], settings, layout.tile_hw, device, progress,
-                                       "fp32").scores  # tiled products are enrolled in fp32
+        tile_scores[rows] = _cross_fit(feats, rows, fold[rows], settings, layout.tile_hw, device, progress).scores
         timings["cross-fitting"] = timings.get("cross-fitting", 0.0) + time.perf_counter() - clock
         clock = time.perf_counter()
         pool = ImageRows(feats, rows)
@@ -301,12 +295,11 @@ def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSetti
 
 
 def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, settings: ProductSettings,
-                           geometry: Geometry, device: torch.device, precision: str) -> np.ndarray:
+                           geometry: Geometry, device: torch.device) -> np.ndarray:
     """`--add`: the parent's cross-fitted scores, and the new images scored by the
     parent's bank, which did not see them either (no earlier image is read again)."""
     old = np.asarray(parent.array("calibration_scores"), dtype=np.float64)
-    new = make_scorer([_parent_bank(parent)], settings, geometry.input_hw, None, device,
-                      precision=precision).image_scores(new_feats)
+    new = make_scorer([_parent_bank(parent)], settings, geometry.input_hw, None, device).image_scores(new_feats)
     return np.concatenate([old, new])
 
 
@@ -320,8 +313,8 @@ def _check_bf16(decoder: _Decoder, kept: _Images, feats: torch.Tensor, fitted: C
     if fitted is None:
         groups = [(scorer, rows)]
     else:
-        groups = [(make_scorer([fitted.bank_without(label)], settings, geometry.input_hw, None, device,
-                               precision="bf16"), [i for i in rows if fitted.fold[i] == label])
+        groups = [(make_scorer([fitted.bank_without(label)], settings, geometry.input_hw, None, device),
+                   [i for i in rows if fitted.fold[i] == label])
                   for label in fitted.labels]
     return check_bf16([(s, [images[i] for i in members], feats[members]) for s, members in groups if members],
                       extractor, settings.precision_tolerance, settings.batch_size)

@@ -61,8 +61,8 @@ def compare_precisions(extractor: PatchFeatureExtractor, settings: ProductSettin
     rows = torch.from_numpy(np.sort(select_coreset(flat, count, projection_dim=settings.coreset_projection_dim,
                                                    seed=settings.seed, device=device)))
     hw = tuple(test[0].shape[:2])
-    low_scorer = Scorer(bank_index(flat[rows].float().to(device), settings, precision), settings, hw)
-    oracle = Scorer(bank_index(exact.reshape(-1, dim)[rows].float().to(device), settings, "fp32", mode="exact"),
+    low_scorer = Scorer(bank_index(flat[rows].float().to(device), settings), settings, hw)
+    oracle = Scorer(bank_index(exact.reshape(-1, dim)[rows].float().to(device), settings, mode="exact"),
                     settings, hw)
     parts: dict[str, list[np.ndarray]] = {"os": [], "s": [], "om": [], "m": []}
     for i in range(0, len(test), batch):

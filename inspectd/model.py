@@ -75,8 +75,7 @@ class ProductModel:
         bank = torch.from_numpy(np.asarray(stored.array("bank"), dtype=np.float32))
         self.layout = tile_layout(self.settings, self.geometry.input_hw)
         banks = torch.split(bank, meta["tiling"]["region_sizes"]) if self.layout is not None else [bank]
-        self.scorer = make_scorer(banks, self.settings, self.geometry.input_hw, self.layout, device, search_mode,
-                                  self.precision)
+        self.scorer = make_scorer(banks, self.settings, self.geometry.input_hw, self.layout, device, search_mode)
         self.index = self.scorer.index  # the (first region's) bank; tiled: self.scorer.scorers has all
         self.bank_size = int(bank.shape[0])
         self.max_bytes, self.max_pixels = DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS

@@ -164,7 +164,7 @@ class BankIndex:
         centered_sq = queries.square().sum(dim=1, keepdim=True)
         projected = self._project(queries)
         if self.bf16_bound:
-            bound_sq, candidate, lower = self._bf16_candidates(projected)
+            candidate, lower = self._bf16_candidates(projected)
         else:
             bounds = torch.cat([projected, centered_sq, torch.ones_like(centered_sq)], dim=1) @ self.bound_rhs
             bound_sq, candidate = torch.topk(bounds, self.candidates, dim=1, largest=False, sorted=False)
@@ -181,23 +181,23 @@ class BankIndex:
             dist[missing], index[missing] = exact_nearest(queries[missing], self.centered, self.bank_sq)
         return dist, index
 
-    def _bf16_candidates(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _bf16_candidates(self, projected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Candidates ranked by the bf16 GEMM of exact bf16 inputs, and for each query the
         squared distance that no other bank row can be nearer than (module docstring)."""
         rounded = projected.to(torch.bfloat16)
         shift = torch.linalg.vector_norm(projected - rounded.float(), dim=1)
-        norm = torch.linalg.vector_norm(rounded.float(), dim=1)
+        sq_norm = _sq_norm(rounded)
         ones = torch.ones_like(rounded[:, :1])
-        lhs = torch.cat([rounded, *_split_bf16(_sq_norm(rounded)), ones, ones], dim=1)
+        lhs = torch.cat([rounded, *_split_bf16(sq_norm), ones, ones], dim=1)
         approx_sq = lhs @ self.bf16_rhs  # bf16 result
         bound_sq, candidate = torch.topk(approx_sq, self.candidates, dim=1, largest=False, sorted=False)
         # Undo the result's rounding, the fp32 accumulation and the norm split ...
-        terms = (norm + self.bf16_norm).square()
+        terms = (sq_norm.sqrt().float() + self.bf16_norm).square()
         accumulation = (lhs.shape[1] + 2) * FP32_UNIT_ROUNDOFF * terms + 2 * BF16_UNIT_ROUNDOFF ** 2 * terms
         rounded_sq = (bound_sq.max(dim=1).values.float() / (1 + BF16_UNIT_ROUNDOFF) - accumulation).clamp_(min=0.0)
         # ... then the inputs' rounding, in distance; the re-check's own rounding last.
         lower = (rounded_sq.sqrt_() - shift - self.bf16_shift).clamp_(min=0.0)
-        return bound_sq, candidate, torch.where(lower > 0, lower.square() - self.slack, -math.inf)
+        return candidate, torch.where(lower > 0, lower.square() - self.slack, -math.inf)
 
     def _recheck(self, queries: torch.Tensor, queries_sq: torch.Tensor, candidate: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,12 +240,11 @@ def _split_bf16(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return high[:, None], low[:, None]
 
 
-def bank_index(bank: torch.Tensor, settings: "ProductSettings", precision: str, mode: str | None = None) -> BankIndex:
-    """A product's bank index with its search settings. On a CPU with native bf16 the
-    candidate stage is the bf16 bound whatever the model's precision: its answers are
-    certified, so the distances are the exact fp32 ones either way, and it is faster
-    (bench/engine.py; on bsdata 0.06 % of patches needed the exact fallback)."""
-    if bank.device.type == "cpu":
-        precision = "bf16" if cpu_bf16_features() else "fp32"
+def bank_index(bank: torch.Tensor, settings: "ProductSettings", mode: str | None = None) -> BankIndex:
+    """A product's bank index with its search settings. The candidate stage does not
+    follow the model's precision: its answers are certified exact fp32 either way, so a
+    CPU with native bf16 always gets the faster bf16 bound (bench/search.py: 0.06 % of
+    bsdata's patches needed the exact fallback); a GPU uses its half-precision stage."""
+    precision = "bf16" if bank.device.type == "cpu" and cpu_bf16_features() else "fp32"
     return BankIndex(bank, search_dim=settings.search_dim, candidates=settings.search_candidates,
                      mode=mode or settings.search, precision=precision)

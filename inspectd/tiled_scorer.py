@@ -51,11 +51,10 @@ class TiledScorer:
 
 
 def make_scorer(banks: Sequence[torch.Tensor], settings: ProductSettings, input_hw: tuple[int, int],
-                layout: TileLayout | None, device: torch.device, search_mode: str | None = None,
-                precision: str = "fp32") -> Scorer | TiledScorer:
-    """The scorer of a product's bank(s): plain, or tiled with one bank or one per tile;
-    `precision` is the one of the search's candidate stage (search.py)."""
-    scorers = [Scorer(bank_index(bank.to(device), settings, precision, search_mode), settings,
+                layout: TileLayout | None, device: torch.device, search_mode: str | None = None
+                ) -> Scorer | TiledScorer:
+    """The scorer of a product's bank(s): plain, or tiled with one bank or one per tile."""
+    scorers = [Scorer(bank_index(bank.to(device), settings, search_mode), settings,
                       layout.tile_hw if layout is not None else input_hw) for bank in banks]
     if layout is None:
         return scorers[0]

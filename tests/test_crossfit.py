@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspectd import enroll as enroll_module
+from inspectd import crossfit as crossfit_module, enroll as enroll_module
 from inspectd.calibration import calibrate
 from inspectd.crossfit import cross_fitted_scores, fold_of_images
 from inspectd.enroll import enroll
@@ -61,7 +61,7 @@ def test_each_fold_is_scored_by_the_other_folds_coresets() -> None:
 def bank_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     """Records the images of every coreset pool and of every scored fold."""
     seen: dict[str, list] = {"pools": [], "scored": []}
-    real_score_folds, real_select = enroll_module.score_folds, enroll_module.select_bank
+    real_score_folds, real_select = crossfit_module.score_folds, enroll_module.select_bank
 
     def score_folds_spy(fitted, score):
         def recorded(bank, images):
@@ -73,7 +73,7 @@ def bank_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
         seen["pools"].append(set(pool.images.tolist()) if hasattr(pool, "images") else pool.shape[0])
         return real_select(pool, *args, **kwargs)
 
-    monkeypatch.setattr(enroll_module, "score_folds", score_folds_spy)
+    monkeypatch.setattr(crossfit_module, "score_folds", score_folds_spy)
     monkeypatch.setattr(enroll_module, "select_bank", select)
     return seen
 

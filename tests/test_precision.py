@@ -111,9 +111,9 @@ def test_a_rejected_bf16_is_found_before_the_long_work(make_config, dataset: Pat
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The check runs on the fold coresets, before any fold is scored and before the final
     coreset: a rejected bf16 attempt does not do that work (it is done once, in fp32)."""
-    from inspectd import enroll as enroll_module
+    from inspectd import crossfit as crossfit_module, enroll as enroll_module
     calls: list[tuple[str, str]] = []
-    real_score_folds, real_select = enroll_module.score_folds, enroll_module.select_bank
+    real_score_folds, real_select = crossfit_module.score_folds, enroll_module.select_bank
     feature_precisions: list[str] = []
     real_extract = enroll_module._extract
 
@@ -130,7 +130,7 @@ def test_a_rejected_bf16_is_found_before_the_long_work(make_config, dataset: Pat
         return real_select(pool, *args, stage=stage, **kwargs)
 
     monkeypatch.setattr(enroll_module, "_extract", extract)
-    monkeypatch.setattr(enroll_module, "score_folds", score_folds)
+    monkeypatch.setattr(crossfit_module, "score_folds", score_folds)
     monkeypatch.setattr(enroll_module, "select_bank", select_bank)
     _, store = enrolled_model(make_config, dataset, "auto", tolerance=0.0)
     assert store.open("p").metadata["precision"]["enrolled"] == "fp32"

@@ -243,7 +243,7 @@ def _split_bf16(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def bank_index(bank: torch.Tensor, settings: "ProductSettings", mode: str | None = None) -> BankIndex:
     """A product's bank index with its search settings. The candidate stage does not
     follow the model's precision: its answers are certified exact fp32 either way, so a
-    CPU with native bf16 always gets the faster bf16 bound (bench/search.py: 0.06 % of
+    CPU with native bf16 always gets the faster bf16 bound (bench/search.py: 0.33 % of
     bsdata's patches needed the exact fallback); a GPU uses its half-precision stage."""
     precision = "bf16" if bank.device.type == "cpu" and cpu_bf16_features() else "fp32"
     return BankIndex(bank, search_dim=settings.search_dim, candidates=settings.search_candidates,

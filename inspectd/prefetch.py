@@ -4,15 +4,23 @@ decode time hides behind the backbone."""
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
 
 Item = TypeVar("Item")
 Decoded = TypeVar("Decoded")
 
+MAX_IO_WORKERS = 4  # decoding and PNG encoding beyond this wait on the disk or starve the backbone
+
+
+def io_workers() -> int:
+    """Threads for decoding and writing images: one per core, at most MAX_IO_WORKERS."""
+    return max(1, min(MAX_IO_WORKERS, len(os.sched_getaffinity(0))))
+
 
 def prefetched_batches(items: Sequence[Item], decode: Callable[[Item], Decoded], batch_size: int,
-                       workers: int = 2) -> Iterator[list[tuple[Item, Decoded | Exception]]]:
+                       workers: int | None = None) -> Iterator[list[tuple[Item, Decoded | Exception]]]:
     """Batches of (item, decoded or the exception decoding raised), in order; batch
     k + 1 is being decoded while the caller works on batch k."""
     def attempt(item: Item) -> Decoded | Exception:
@@ -22,7 +30,7 @@ def prefetched_batches(items: Sequence[Item], decode: Callable[[Item], Decoded],
             return exc
 
     starts = range(0, len(items), batch_size)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+    with ThreadPoolExecutor(max_workers=workers or io_workers(), thread_name_prefix="decode") as pool:
         def submit(start: int) -> list[Future]:
             return [pool.submit(attempt, item) for item in items[start:start + batch_size]]
 

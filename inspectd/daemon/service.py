@@ -133,6 +133,7 @@ class Daemon:
         sdnotify.stopping()
         self._report("stopping")
         self.watcher.stop()
+        self.worker.close()
         unrecorded = len(self.worker.unrecorded)
         if self.db is not None:
             self.db.set_retry_policy(RetryPolicy(total_s=max(1.0, self.config.daemon.stop_timeout_seconds - 5.0)))

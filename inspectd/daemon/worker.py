@@ -5,6 +5,10 @@ intake, or read again and checked against the recorded hash); a file whose conte
 changed in between is not scored under the old hash: its item gets an error row and
 the new content is taken in as a new item.
 
+Images are decoded, and heatmaps drawn and written, in I/O threads beside the
+scoring: a claim's images are all decoding while its first batch waits for the
+backbone, and a batch's heatmaps are written while the next batch is scored.
+
 Every claimed item ends in one database action (its result, its error, or its return
 to the queue). Those actions are kept until the database takes them: a locked or
 full database pauses the daemon, and the actions are written when it is back, so
@@ -19,6 +23,7 @@ import errno
 import logging
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,6 +40,7 @@ from ..heatmap import save_heatmap, write_map
 from ..model import ProductModel, ScoreResult
 from ..plant.offline_queue import offline_queue_path
 from ..plant.reporting import Reporting, verdict_for
+from ..prefetch import io_workers
 from ..store import ModelStore
 from .active_versions import REMEMBERED_FILE, ActiveVersions
 from .intake import Content, ContentCache
@@ -61,6 +67,33 @@ class _Action:
     content: Content | None = None  # ... if it is still the file that was read
 
 
+@dataclass
+class _Decoded:
+    """A claimed item's bytes, decoded: the original image and the network's input."""
+
+    item: ItemRecord
+    content: Content
+    original: np.ndarray
+    prepared: np.ndarray
+    decode_ms: float
+
+
+@dataclass
+class _Saving:
+    """A scored item whose heatmap is being written in an I/O thread."""
+
+    decoded: _Decoded
+    result: ScoreResult
+    future: Future  # -> milliseconds the write took
+
+
+def _decode(model: ProductModel, item: ItemRecord, content: Content) -> _Decoded:
+    """Runs in an I/O thread (OpenCV releases the GIL); ImageError if the bytes are not a usable image."""
+    started = time.perf_counter()
+    original, prepared = model.decode(content.data, item.path)
+    return _Decoded(item, content, original, prepared, (time.perf_counter() - started) * 1000.0)
+
+
 def _same_file(item: ItemRecord, current: Signature | None) -> bool:
     """Whether the file on disk is still the one the item was taken in from."""
     return current is not None and (current.size, current.mtime_ns, current.ctime_ns, current.inode) == (
@@ -80,6 +113,11 @@ class ScoringWorker:
         self._unregistered: dict[tuple[str, str], ProductModel] = {}
         self.unrecorded: list[_Action] = []
         self.models = self._keeper(config)
+        # images are decoded, and heatmaps drawn and written, beside the scoring
+        self.io = ThreadPoolExecutor(max_workers=io_workers(), thread_name_prefix="inspectd-io")
+
+    def close(self) -> None:
+        self.io.shutdown(wait=True)
 
     def _keeper(self, config: Config) -> ModelKeeper:
         store = ModelStore(config.store_dir)
@@ -208,27 +246,37 @@ class ScoringWorker:
                 if content is not None:
                     self._fail(item, f"cannot score: {exc}", content=content)
             return
-        readable: list[tuple[ItemRecord, Content, np.ndarray, np.ndarray, float]] = []
-        for item in items:
-            started = time.perf_counter()
-            content = self._content(item)
-            if content is None:
-                continue
+        contents = [(item, content) for item in items if (content := self._content(item)) is not None]
+        decoding = [(item, content, self.io.submit(_decode, model, item, content)) for item, content in contents]
+        saving: list[_Saving] = []
+        try:
+            for start in range(0, len(decoding), model.settings.batch_size):
+                batch = self._decoded(model, decoding[start:start + model.settings.batch_size])
+                if not batch:
+                    continue
+                results = self._score_with_fallback(model, [b.prepared for b in batch], [b.item.path for b in batch])
+                # the next batch is scored while this one's heatmaps are drawn and written
+                saving += [_Saving(b, result, self.io.submit(self._save_maps, b.item, b.original, result, model))
+                           for b, result in zip(batch, results)]
+            for index, entry in enumerate(saving):
+                try:
+                    write_ms = entry.future.result()
+                except DiskFullError:
+                    self._hand_back([s.decoded.item for s in saving[index:]])
+                    raise
+                self._record(entry.decoded, model, entry.result, write_ms)
+        finally:  # on any failure, nothing is left decoding or writing behind the retry
+            wait([future for _, _, future in decoding] + [s.future for s in saving])
+
+    def _decoded(self, model: ProductModel, batch: list[tuple[ItemRecord, Content, Future]]) -> list[_Decoded]:
+        """The batch's decoded images, in order; an image that does not decode gets its error row."""
+        decoded = []
+        for item, content, future in batch:
             try:
-                original, prepared = model.decode(content.data, item.path)
+                decoded.append(future.result())
             except ImageError as exc:
                 self._fail(item, str(exc), model, content)
-                continue
-            readable.append((item, content, original, prepared, (time.perf_counter() - started) * 1000.0))
-        if not readable:
-            return
-        results = self._score_with_fallback(model, [r[3] for r in readable], [r[0].path for r in readable])
-        for index, ((item, content, original, _, decode_ms), result) in enumerate(zip(readable, results)):
-            try:
-                self._write(item, content, model, original, result, decode_ms)
-            except DiskFullError:
-                self._hand_back([r[0] for r in readable[index:]])
-                raise
+        return decoded
 
     def _content(self, item: ItemRecord) -> Content | None:
         """The bytes the item was taken in with; None after recording why they are gone."""
@@ -278,8 +326,9 @@ class ScoringWorker:
             self.models.drop(model.product)
             return self.models.get(model.product).score_images(images, names)
 
-    def _write(self, item: ItemRecord, content: Content, model: ProductModel, original: np.ndarray,
-               result: ScoreResult, decode_ms: float) -> None:
+    def _save_maps(self, item: ItemRecord, original: np.ndarray, result: ScoreResult, model: ProductModel) -> float:
+        """Draw and write the item's heatmap (and raw map); milliseconds taken.
+        Runs in an I/O thread. DiskFullError when the results disk is full."""
         started = time.perf_counter()
         heatmap, anomaly_map = output_paths(self.config.results_dir, item)
         try:
@@ -290,8 +339,14 @@ class ScoringWorker:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFullError(f"results disk full writing {heatmap}") from exc
             raise
-        timings = {"decode": round(decode_ms, 2), **{k: round(v, 2) for k, v in result.timings_ms.items()},
-                   "write": round((time.perf_counter() - started) * 1000.0, 2)}
+        return (time.perf_counter() - started) * 1000.0
+
+    def _record(self, decoded: _Decoded, model: ProductModel, result: ScoreResult, write_ms: float) -> None:
+        """Queue the result row of an item whose maps are written."""
+        item, content = decoded.item, decoded.content
+        heatmap, anomaly_map = output_paths(self.config.results_dir, item)
+        timings = {"decode": round(decoded.decode_ms, 2), **{k: round(v, 2) for k, v in result.timings_ms.items()},
+                   "write": round(write_ms, 2)}
         source = Path(item.path)
         folder = self.folder_of(item)
         final_path = destination(folder, source)

@@ -13,6 +13,7 @@ from ..calibration import FalseAlarmSpread
 from ..errors import ImageError
 from ..imageio import Geometry, apply_geometry, read_image
 from ..model import ProductModel
+from ..prefetch import prefetched_batches
 from .dataset import DatasetError, Sample
 from .measures import Metrics, compute_metrics
 
@@ -65,6 +66,27 @@ def load_mask(path: str, source_hw: tuple[int, int], geometry: Geometry, max_pix
     return apply_geometry(mask.astype(np.float32), geometry, path) > 0.5
 
 
+@dataclass
+class _Loaded:
+    """A sample read for scoring: the network input, and its mask at the same geometry."""
+
+    prepared: np.ndarray
+    mask: np.ndarray | None
+    mask_note: str | None  # why a mask the sample names is left out
+
+
+def _load(model: ProductModel, sample: Sample) -> _Loaded:
+    """Read a sample and its mask; ImageError when the image itself cannot be used."""
+    original, prepared = model.read(sample.path)
+    if sample.mask_path is None:
+        return _Loaded(prepared, None, None)
+    try:
+        return _Loaded(prepared, load_mask(str(sample.mask_path), original.shape[:2], model.geometry,
+                                           model.max_pixels), None)
+    except ImageError as exc:
+        return _Loaded(prepared, None, f"left out of pixel metrics: {exc}")
+
+
 def evaluate(model: ProductModel, samples: Sequence[Sample], category: str,
              progress: Progress | None = None) -> Evaluation:
     """Score every readable sample and compute the category's metrics."""
@@ -75,31 +97,31 @@ def evaluate(model: ProductModel, samples: Sequence[Sample], category: str,
     has_mask, scores, kept = np.zeros(n, dtype=bool), np.empty(n, dtype=np.float64), []
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
-    scoring_s = 0.0
-    for start in range(0, n, model.settings.batch_size):
+    scoring_s, done = 0.0, 0
+    # the next batch's images and masks are read in threads while this one is scored
+    for batch in prefetched_batches(list(samples), lambda sample: _load(model, sample), model.settings.batch_size):
         images = []
-        for sample in samples[start:start + model.settings.batch_size]:
-            try:
-                original, prepared = model.read(sample.path)
-            except ImageError as exc:
-                skipped.append((str(sample.path), str(exc).replace(f"{sample.path}: ", "")))
+        for sample, loaded in batch:
+            if isinstance(loaded, ImageError):
+                skipped.append((str(sample.path), str(loaded).replace(f"{sample.path}: ", "")))
                 continue
+            if isinstance(loaded, Exception):
+                raise loaded
             row = len(kept)
-            has_mask[row] = sample.label == 0
-            if sample.mask_path is not None:
-                try:
-                    masks[row] = load_mask(str(sample.mask_path), original.shape[:2], model.geometry, model.max_pixels)
-                    has_mask[row] = True
-                except ImageError as exc:
-                    notes.append(f"left out of pixel metrics: {exc}")
+            has_mask[row] = sample.label == 0 or loaded.mask is not None
+            if loaded.mask is not None:
+                masks[row] = loaded.mask
+            if loaded.mask_note:
+                notes.append(loaded.mask_note)
             kept.append(sample)
-            images.append(prepared)
+            images.append(loaded.prepared)
         clock = time.perf_counter()
         results = model.score_images(images, [str(s.path) for s in kept[len(kept) - len(images):]])
         scoring_s += time.perf_counter() - clock
         for row, result in enumerate(results, start=len(kept) - len(images)):
             maps[row], scores[row] = result.anomaly_map, result.score
-        progress(f"scoring {category}", min(start + model.settings.batch_size, n), n)
+        done += len(batch)
+        progress(f"scoring {category}", done, n)
     if not kept:
         raise DatasetError(f"{category}: none of the {n} test images could be read"
                            + (f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""))

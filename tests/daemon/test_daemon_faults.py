@@ -25,6 +25,7 @@ from inspectd.daemon.spool import Spool
 from inspectd.db import open_database
 from inspectd.enroll import enroll
 from inspectd.model import ProductModel
+from inspectd.prefetch import io_workers
 from inspectd.synthetic import generate_images
 
 
@@ -79,6 +80,81 @@ def test_disk_full_pauses_and_retries_without_losing_items(daemon_env: DaemonEnv
     rows = daemon.db.query_results()
     assert sorted(Path(r["path"]).name for r in rows) == ["d0.png", "d1.png", "d2.png"]
     assert all(r["verdict"] in ("OK", "NG") for r in rows)
+
+
+def test_a_claim_is_decoded_in_threads_and_its_heatmaps_drawn_beside_the_next_batch(
+        daemon_env: DaemonEnv, sample_images: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    if io_workers() < 2:
+        pytest.skip("one core: the I/O pool has a single thread")
+    for i, image in enumerate(sample_images):  # 10 images: a model batch of 8, then one of 2
+        copy_as(image, daemon_env.drop / f"p{i}.png")
+    daemon = make_daemon(daemon_env, batch_size=len(sample_images))
+    intake_all(daemon)
+    lock, decoding, most_decoding = threading.Lock(), [0], [0]
+    scoring_started: list[float] = []
+    saved: list[float] = []
+    real_decode, real_score, real_save = ProductModel.decode, ProductModel.score_images, worker_module.save_heatmap
+
+    def slow_decode(self, data, name):
+        with lock:
+            decoding[0] += 1
+            most_decoding[0] = max(most_decoding[0], decoding[0])
+        time.sleep(0.1)  # a large image
+        try:
+            return real_decode(self, data, name)
+        finally:
+            with lock:
+                decoding[0] -= 1
+
+    def timed_score(self, images, names=None, watch=None):
+        scoring_started.append(time.monotonic())
+        return real_score(self, images, names, watch)
+
+    def slow_save(*args):
+        time.sleep(0.3)  # a large PNG on a slow disk
+        real_save(*args)
+        saved.append(time.monotonic())
+
+    monkeypatch.setattr(ProductModel, "decode", slow_decode)
+    monkeypatch.setattr(ProductModel, "score_images", timed_score)
+    monkeypatch.setattr(worker_module, "save_heatmap", slow_save)
+    drain(daemon)
+    rows = daemon.db.query_results()
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(f"p{i}.png" for i in range(len(sample_images)))
+    assert all(r["verdict"] in ("OK", "NG") and Path(r["heatmap_path"]).is_file() for r in rows)
+    assert most_decoding[0] >= 2  # images decoded side by side
+    assert len(scoring_started) == 2 and len(saved) == len(sample_images)
+    assert scoring_started[1] < sorted(saved)[7]  # batch 2 was scored before batch 1's heatmaps were all written
+
+
+def test_a_disk_that_fills_in_the_middle_of_a_claim_loses_and_repeats_nothing(
+        daemon_env: DaemonEnv, sample_images: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    for i, image in enumerate(sample_images):
+        copy_as(image, daemon_env.drop / f"m{i}.png")
+    daemon = make_daemon(daemon_env, batch_size=len(sample_images))
+    intake_all(daemon)
+    real_save, writes, lock = worker_module.save_heatmap, [0], threading.Lock()
+
+    def fills_after_four(*args):
+        with lock:
+            writes[0] += 1
+            full = writes[0] > 4
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(*args)
+
+    monkeypatch.setattr(worker_module, "save_heatmap", fills_after_four)
+    daemon._score_batch()
+    assert daemon.pauses.blocked(RESULTS_DISK)
+    recorded = daemon.db.query_results()
+    assert 1 <= len(recorded) <= 4  # the heatmaps written before the disk filled, in claim order
+    assert daemon.db.status_summary().counts[PRODUCT] == {"done": len(recorded), "pending": 10 - len(recorded)}
+    monkeypatch.setattr(worker_module, "save_heatmap", real_save)
+    daemon.pauses._active[RESULTS_DISK].retry_at = 0.0
+    drain(daemon)
+    rows = daemon.db.query_results()
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(f"m{i}.png" for i in range(10))
+    assert all(r["verdict"] in ("OK", "NG") and Path(r["heatmap_path"]).is_file() for r in rows)
 
 
 def test_locked_database_is_retried(daemon_env: DaemonEnv, sample_images: list[Path]) -> None:

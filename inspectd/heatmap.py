@@ -41,7 +41,8 @@ def render_overlay(image_rgb: np.ndarray, source_map: np.ndarray, threshold: flo
     red at twice the threshold or more; the region at or above the threshold is outlined."""
     scaled = np.clip(source_map / (2.0 * threshold), 0.0, 1.0)
     colours = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    base = cv2.cvtColor((np.clip(image_rgb, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    # one pass instead of numpy's three (decoded images are float RGB in [0, 1], see to_rgb_float)
+    base = cv2.cvtColor(cv2.convertScaleAbs(image_rgb, alpha=255.0), cv2.COLOR_RGB2BGR)
     overlay = cv2.addWeighted(colours, OVERLAY_ALPHA, base, 1.0 - OVERLAY_ALPHA, 0.0)
     flagged = (source_map >= threshold).astype(np.uint8)
     contours, _ = cv2.findContours(flagged, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

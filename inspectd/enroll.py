@@ -11,6 +11,10 @@ coreset of the union of coresets covers the union), and the held-out calibration
 features (held out) or the cross-fitted scores are stored in each version so the
 threshold can be re-derived for the new bank without decoding or re-extracting any
 earlier image.
+
+The stages: `_plan` (settings, backbone, geometry, precision, cost estimate),
+`_extract_good` (enrollment_images.py), `_bank_and_scores` (fold coresets and their
+scores, the final coreset), the calibration, and `_write_version`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +40,13 @@ from .bank import ImageRows, ImageSubset, select_bank
 from .coreset import coreset_size
 from .cost import CostEstimate, estimate
 from .crossfit import CrossFit, cross_fitted_scores, fold_of_images
+from .enrollment_images import Decoder, Images, extract, spill_folder
 from .device import resolve_device
 from .errors import ImageError, InspectdError, ModelError
 from .extractor_cache import new_extractor, shared_extractor
 from .features import PatchFeatureExtractor
-from .hashing import bytes_sha256
-from .imageio import Geometry, apply_geometry, decode_image, list_images, read_image
-from .precision import cpu_bf16_features
+from .imageio import Geometry, list_images, read_image
+from .precision import PrecisionChoice, cpu_bf16_features
 from .precision_check import Bf16Rejected, PrecisionCheck, check_bf16, enrollment_precision
 from .scorer import Scorer
 from .settings_json import geometry_from_settings, settings_from_json, settings_to_json
@@ -77,15 +80,6 @@ class EnrollReport:
         return self.calibration.threshold
 
 
-@dataclass
-class _Images:
-    """Images that decoded, with their file hashes, and the ones skipped with reasons."""
-
-    paths: list[Path] = field(default_factory=list)
-    hashes: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
 def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str | Path | None = None,
            weights: str | None = None, add: bool = False, base_version: str | None = None,
            progress: Progress | None = None, on_estimate: Callable[[CostEstimate], None] | None = None
@@ -106,13 +100,131 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
         return report
 
 
+@dataclass
+class _Plan:
+    """What an enrollment works with, settled before any image is decoded."""
+
+    product: str
+    store: ModelStore
+    device: torch.device
+    settings: ProductSettings
+    parent: StoredModel | None  # the version `--add` extends
+    paths: list[Path]
+    extractor: PatchFeatureExtractor
+    weights: WeightsInfo
+    geometry: Geometry
+    layout: TileLayout | None
+    precision: PrecisionChoice
+    cost: CostEstimate
+    checking: bool  # auto's bf16 is checked against fp32 before the model is kept
+    decoder: Decoder
+
+    @property
+    def tiles(self) -> int:
+        return len(self.layout) if self.layout is not None else 1
+
+    @property
+    def cross_fit(self) -> bool:
+        return self.settings.calibration_folds >= 2
+
+
+@dataclass
+class _Extracted:
+    """The usable good images' features: the bank images first, then (held out) the calibration images."""
+
+    feats: torch.Tensor
+    kept: Images
+    n_bank: int
+    tiles: int
+
+    @property
+    def bank_feats(self) -> torch.Tensor:
+        return self.feats[:self.n_bank * self.tiles]
+
+    @property
+    def calibration_feats(self) -> torch.Tensor:
+        return self.feats[self.n_bank * self.tiles:]
+
+    @property
+    def bank_set(self) -> Images:
+        return Images(self.kept.paths[:self.n_bank], self.kept.hashes[:self.n_bank])
+
+    @property
+    def calibration_set(self) -> Images:
+        return Images(self.kept.paths[self.n_bank:], self.kept.hashes[self.n_bank:])
+
+
+@dataclass
+class _Banks:
+    """The final bank (one per region for a tiled product), and the good images' out-of-bank scores."""
+
+    banks: list[torch.Tensor]
+    source_patches: int
+    good_scores: np.ndarray | None  # None: held out, scored once the final bank exists
+    fitted: CrossFit | None  # the fold banks of a first untiled cross-fitted enrollment
+
+    @property
+    def bank(self) -> torch.Tensor:
+        return torch.cat(self.banks) if len(self.banks) > 1 else self.banks[0]
+
+
+class _Bf16Gate:
+    """auto's bf16 check, run where the enrollment's shape allows it first: on the fold
+    coresets before any fold is scored (a rejected bf16 then costs only the features and
+    the fold coresets), or on the final bank when images are held out."""
+
+    def __init__(self, plan: _Plan, extracted: _Extracted, timings: dict[str, float],
+                 rejected: PrecisionCheck | None):
+        self.plan, self.extracted, self.timings = plan, extracted, timings
+        self.check = rejected  # what the model records: this check, or the one that rejected bf16
+
+    def __call__(self, fitted: CrossFit | None, final: Scorer | TiledScorer | None = None) -> None:
+        plan, clock = self.plan, time.perf_counter()
+        self.check = _check_bf16(plan.decoder, self.extracted.kept, self.extracted.feats, fitted, final,
+                                 plan.extractor, plan.settings, plan.geometry, plan.device)
+        self.timings["precision_check"] = time.perf_counter() - clock
+        if not self.check.passed:
+            raise Bf16Rejected(self.check)
+
+
 def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | Path | None, weights: str | None,
             add: bool, base_version: str | None, progress: Progress | None,
             on_estimate: Callable[[CostEstimate], None] | None, rejected: PrecisionCheck | None) -> EnrollReport:
     started = time.perf_counter()
+    progress = progress or (lambda stage, done, total: None)
+    plan = _plan(config, product, good_dir, weights, add, base_version, rejected)
+    if on_estimate is not None:
+        on_estimate(plan.cost)
+    timings: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        clock = time.perf_counter()
+        spill = spill_folder(plan.store, product, stack) if plan.cost.spills else None
+        extracted = _extract_good(plan, good_dir, spill, progress)
+        timings["features"] = time.perf_counter() - clock
+        gate = _Bf16Gate(plan, extracted, timings, rejected)
+        chosen = _bank_and_scores(plan, extracted, gate if plan.checking else None, progress, timings)
+        clock = time.perf_counter()
+        scorer = make_scorer(chosen.banks, plan.settings, plan.geometry.input_hw, plan.layout, plan.device)
+        if plan.cross_fit:
+            good_scores, arrays = chosen.good_scores, {"calibration_scores": chosen.good_scores}
+        else:
+            cal_feats = _calibration_pool(plan.parent, extracted.calibration_feats)
+            good_scores = _held_out_scores(scorer, cal_feats)
+            arrays = {"calibration": cal_feats.cpu().numpy().astype(np.float16)}
+        calibration, bad_count = _calibrate(scorer, good_scores, bad_dir, plan.extractor, plan.geometry, config,
+                                            plan.settings, plan.precision.precision, progress)
+        timings["calibration"] = time.perf_counter() - clock
+        if plan.checking and chosen.fitted is None:  # held out: checked against the final bank
+            gate(None, scorer)
+        timings["total"] = time.perf_counter() - started
+        return _write_version(plan, extracted, chosen, calibration, arrays, bad_count, gate.check, timings)
+
+
+def _plan(config: Config, product: str, good_dir: str | Path, weights: str | None, add: bool,
+          base_version: str | None, rejected: PrecisionCheck | None) -> _Plan:
+    """Settings, backbone, geometry, tiles, precision and the cost estimate of an enrollment."""
     store = ModelStore(config.store_dir)
     device = resolve_device(config.device)
-    progress = progress or (lambda stage, done, total: None)
     parent = store.open(product, base_version) if add else None
     settings = _settings_for(config, product, weights, parent)
     paths = list_images(good_dir)
@@ -126,115 +238,92 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
         extractor, weights_info = new_extractor(settings, device)
         geometry = _freeze_geometry(geometry_from_settings(settings), paths, config)
     layout = tile_layout(settings, geometry.input_hw)
-    tiles = len(layout) if layout is not None else 1
     if layout is not None and (parent is not None or settings.calibration_folds < 2):
         raise InspectdError("a tiled product (tile = ...) is enrolled whole, with calibration_folds >= 2: "
                             "--add and held-out calibration are not supported for tiles yet")
     precision = enrollment_precision(settings, parent, device, rejected, tiled=layout is not None)
     if precision.fallback:
         log.warning("%s: %s", product, precision.fallback)
-    cost = estimate(extractor, layout.tile_hw if layout else geometry.input_hw, settings, len(paths), tiles,
+    cost = estimate(extractor, layout.tile_hw if layout else geometry.input_hw, settings, len(paths),
+                    len(layout) if layout is not None else 1,
                     int(parent.metadata["coreset"]["source_patches"]) if parent is not None else 0,
                     memory_limit_bytes=config.enroll_memory_mb * 2**20, precision=precision.precision)
-    if on_estimate is not None:
-        on_estimate(cost)
     # auto's bf16 is checked against fp32 on the share of images that held-out
     # calibration would hold out (their decoded pixels are kept for the fp32 pass)
     checking = precision.precision == "bf16" and settings.precision == "auto" and parent is None
     check_paths = set(_split(paths, settings, adding=False)[1]) if checking else set()
-    decoder = _Decoder(geometry, config, _enrolled_hashes(parent), retain=check_paths)
-    with contextlib.ExitStack() as stack:
-        spill_dir = _spill_dir(store, product, stack) if cost.spills else None
-        cross_fit = settings.calibration_folds >= 2
-        bank_paths, cal_paths = (list(paths), []) if cross_fit else _split(paths, settings, adding=parent is not None)
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
-        # One pass, bank images first: the split is settled on the images that decode, so
-        # unusable files cannot empty the held-out share (both parts are views, no copy).
-        feats, kept = _extract(extractor, decoder, bank_paths + cal_paths, settings.batch_size, precision.precision,
-                               lambda d, t: progress("features", d, t), spill_dir, layout)
-        timings["features"] = time.perf_counter() - clock
-        skipped = kept.skipped
-        if not kept.paths:
-            raise InspectdError(f"none of the {len(paths)} images in {good_dir} can be used: "
-                                + "; ".join(f"{Path(n).name}: {r}" for n, r in skipped[:3]))
-        n_bank = len(kept.paths) - (0 if cross_fit else _calibration_count(len(kept.paths), settings,
-                                                                             adding=parent is not None))
-        new_feats, cal_new = feats[:n_bank * tiles], feats[n_bank * tiles:]
-        bank_set = _Images(kept.paths[:n_bank], kept.hashes[:n_bank])
-        cal_set = _Images(kept.paths[n_bank:], kept.hashes[n_bank:])
-        grid = tuple(feats.shape[1:3])
+    decoder = Decoder(geometry, config, _enrolled_hashes(parent), retain=check_paths)
+    return _Plan(product, store, device, settings, parent, paths, extractor, weights_info, geometry, layout,
+                 precision, cost, checking, decoder)
 
-        fitted: CrossFit | None = None  # the fold banks, when a first untiled enrollment is cross-fitted
-        check = rejected
 
-        def check_bf16_now(parts: CrossFit | None, final: Scorer | TiledScorer | None = None) -> None:
-            # Cross-fitted, before any fold is scored: a rejected bf16 then costs only the
-            # features and the fold coresets, not the scores, final coreset or calibration.
-            nonlocal check
-            clock = time.perf_counter()
-            check = _check_bf16(decoder, kept, feats, parts, final, extractor, settings, geometry, device)
-            timings["precision_check"] = time.perf_counter() - clock
-            if not check.passed:
-                raise Bf16Rejected(check)
+def _extract_good(plan: _Plan, good_dir: str | Path, spill: Path | None, progress: Progress) -> _Extracted:
+    """One pass, bank images first: the split is settled on the images that decode, so
+    unusable files cannot empty the held-out share (both parts are views, no copy)."""
+    adding = plan.parent is not None
+    bank_paths, cal_paths = (list(plan.paths), []) if plan.cross_fit else _split(plan.paths, plan.settings, adding)
+    feats, kept = extract(plan.extractor, plan.decoder, bank_paths + cal_paths, plan.settings.batch_size,
+                          plan.precision.precision, lambda d, t: progress("features", d, t), spill, plan.layout)
+    if not kept.paths:
+        raise InspectdError(f"none of the {len(plan.paths)} images in {good_dir} can be used: "
+                            + "; ".join(f"{Path(n).name}: {r}" for n, r in kept.skipped[:3]))
+    n_bank = len(kept.paths) - (0 if plan.cross_fit else _calibration_count(len(kept.paths), plan.settings, adding))
+    return _Extracted(feats, kept, n_bank, plan.tiles)
 
-        if layout is not None:
-            banks, good_scores = _tiled_banks(new_feats, layout, settings, device, progress, timings)
-            bank, source_patches = torch.cat(banks), int(np.prod(new_feats.shape[:3]))
-        else:
-            clock = time.perf_counter()
-            if cross_fit and parent is None:
-                n = new_feats.shape[0]
-                if n < 2:
-                    raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
-                fitted = _cross_fit(new_feats, np.arange(n), fold_of_images(n, settings.calibration_folds,
-                                    settings.seed), settings, geometry.input_hw, device, progress,
-                                    check_bf16_now if checking else lambda parts: None)
-                good_scores = fitted.scores
-            elif cross_fit:
-                good_scores = _parent_scores_and_new(parent, new_feats, settings, geometry, device)
-            if cross_fit:
-                timings["cross-fitting"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-            bank, source_patches = _choose_bank(parent, new_feats, settings, device, progress)
-            banks = [bank]
-            timings["coreset"] = time.perf_counter() - clock
 
-        clock = time.perf_counter()
-        scorer = make_scorer(banks, settings, geometry.input_hw, layout, device)
-        if cross_fit:
-            arrays = {"calibration_scores": good_scores}
-        else:
-            cal_feats = _calibration_pool(parent, cal_new)
-            good_scores = _held_out_scores(scorer, cal_feats)
-            arrays = {"calibration": cal_feats.cpu().numpy().astype(np.float16)}
-        calibration, bad_count = _calibrate(scorer, good_scores, bad_dir, extractor, geometry, config, settings,
-                                            precision.precision, progress)
-        timings["calibration"] = time.perf_counter() - clock
-        if checking and fitted is None:  # held out: checked against the final bank
-            check_bf16_now(None, scorer)
-        timings["total"] = time.perf_counter() - started
+def _bank_and_scores(plan: _Plan, extracted: _Extracted, gate: _Bf16Gate | None, progress: Progress,
+                     timings: dict[str, float]) -> _Banks:
+    """The final bank from every bank image, and (cross-fitted) each good image's
+    score by a bank that did not see it; `gate` checks bf16 on the fold coresets."""
+    settings, device, new_feats = plan.settings, plan.device, extracted.bank_feats
+    if plan.layout is not None:
+        banks, good_scores = _tiled_banks(new_feats, plan.layout, settings, device, progress, timings)
+        return _Banks(banks, int(np.prod(new_feats.shape[:3])), good_scores, None)
+    fitted, good_scores = None, None
+    clock = time.perf_counter()
+    if plan.cross_fit and plan.parent is None:
+        n = new_feats.shape[0]
+        if n < 2:
+            raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
+        fitted = _cross_fit(new_feats, np.arange(n), fold_of_images(n, settings.calibration_folds, settings.seed),
+                            settings, plan.geometry.input_hw, device, progress, gate or (lambda parts: None))
+        good_scores = fitted.scores
+    elif plan.cross_fit:
+        good_scores = _parent_scores_and_new(plan.parent, new_feats, settings, plan.geometry, device)
+    if plan.cross_fit:
+        timings["cross-fitting"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    bank, source_patches = _choose_bank(plan.parent, new_feats, settings, device, progress)
+    timings["coreset"] = time.perf_counter() - clock
+    return _Banks([bank], source_patches, good_scores, fitted)
 
-        warnings = [calibration.warning] if calibration.warning else []
-        if weights_info.source == "random":
-            warnings.insert(0, "backbone weights are RANDOM: for tests and demos only")
-        metadata = _metadata(settings, weights_info, geometry, grid, bank, source_patches, calibration, parent,
-                             bank_set, cal_set, skipped, timings, bad_count)
-        metadata["precision"] = {"requested": settings.precision, "enrolled": precision.precision,
-                                 "cpu_bf16_features": list(cpu_bf16_features()), "note": precision.fallback,
-                                 "bf16_check": check.to_json() if check is not None else None}
-        if layout is not None:
-            metadata["tiling"] = {"boxes": [list(box) for box in layout.boxes],
-                                  "region_sizes": [int(b.shape[0]) for b in banks]}
-        stored = store.write(product, metadata, {"bank": bank.cpu().numpy(), **arrays})
-        for message in warnings:
-            log.warning("%s: %s", product, message)
-        return EnrollReport(
-            product=product, version=stored.version, path=stored.path, images_found=len(paths),
-            bank_images=len(bank_set.paths), calibration_images=len(bank_set.paths if cross_fit else cal_set.paths),
-            bad_images=bad_count,
-            skipped=skipped, bank_size=int(bank.shape[0]), feature_dim=int(bank.shape[1]),
-            calibration=calibration, timings_s=timings, warnings=warnings, estimate=cost)
+
+def _write_version(plan: _Plan, extracted: _Extracted, chosen: _Banks, calibration: Calibration,
+                   arrays: dict[str, np.ndarray], bad_count: int, check: PrecisionCheck | None,
+                   timings: dict[str, float]) -> EnrollReport:
+    """Store the new version (bank, calibration arrays, metadata) and report on it."""
+    warnings = [calibration.warning] if calibration.warning else []
+    if plan.weights.source == "random":
+        warnings.insert(0, "backbone weights are RANDOM: for tests and demos only")
+    bank, bank_set, skipped = chosen.bank, extracted.bank_set, extracted.kept.skipped
+    metadata = _metadata(plan.settings, plan.weights, plan.geometry, tuple(extracted.feats.shape[1:3]), bank,
+                         chosen.source_patches, calibration, plan.parent, bank_set, extracted.calibration_set,
+                         skipped, timings, bad_count)
+    metadata["precision"] = {"requested": plan.settings.precision, "enrolled": plan.precision.precision,
+                             "cpu_bf16_features": list(cpu_bf16_features()), "note": plan.precision.fallback,
+                             "bf16_check": check.to_json() if check is not None else None}
+    if plan.layout is not None:
+        metadata["tiling"] = {"boxes": [list(box) for box in plan.layout.boxes],
+                              "region_sizes": [int(b.shape[0]) for b in chosen.banks]}
+    stored = plan.store.write(plan.product, metadata, {"bank": bank.cpu().numpy(), **arrays})
+    for message in warnings:
+        log.warning("%s: %s", plan.product, message)
+    return EnrollReport(
+        product=plan.product, version=stored.version, path=stored.path, images_found=len(plan.paths),
+        bank_images=len(bank_set.paths),
+        calibration_images=len(bank_set.paths if plan.cross_fit else extracted.calibration_set.paths),
+        bad_images=bad_count, skipped=skipped, bank_size=int(bank.shape[0]), feature_dim=int(bank.shape[1]),
+        calibration=calibration, timings_s=timings, warnings=warnings, estimate=plan.cost)
 
 
 def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: ProductSettings,
@@ -303,7 +392,7 @@ def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, setting
     return np.concatenate([old, new])
 
 
-def _check_bf16(decoder: _Decoder, kept: _Images, feats: torch.Tensor, fitted: CrossFit | None,
+def _check_bf16(decoder: Decoder, kept: Images, feats: torch.Tensor, fitted: CrossFit | None,
                 scorer: Scorer | TiledScorer | None, extractor: PatchFeatureExtractor, settings: ProductSettings,
                 geometry: Geometry, device: torch.device) -> PrecisionCheck:
     """bf16 vs fp32 scores of the retained images, each against a bank that did not see
@@ -335,9 +424,9 @@ def _calibrate(scorer: Scorer | TiledScorer, good_scores: np.ndarray, bad_dir: s
     bad_scores = None
     bad_count = 0
     if bad_dir is not None:
-        bad_feats, bad_set = _extract(extractor, _Decoder(geometry, config, set()), list_images(bad_dir),
-                                      settings.batch_size, precision, lambda d, t: progress("defect images", d, t),
-                                      layout=getattr(scorer, "layout", None))
+        bad_feats, bad_set = extract(extractor, Decoder(geometry, config, set()), list_images(bad_dir),
+                                     settings.batch_size, precision, lambda d, t: progress("defect images", d, t),
+                                     layout=getattr(scorer, "layout", None))
         bad_scores = scorer.image_scores(bad_feats)
         bad_count = len(bad_set.paths)
     calibration = calibrate(good_scores, settings.false_alarm_rate, bad_scores=bad_scores,
@@ -391,94 +480,6 @@ def _split(paths: Sequence[Path], settings: ProductSettings, adding: bool) -> tu
     return [paths[i] for i in sorted(order[n_cal:])], [paths[i] for i in sorted(order[:n_cal])]
 
 
-class _Decoder:
-    """Reads each file once: content hash (duplicates are skipped), decode, geometry."""
-
-    def __init__(self, geometry: Geometry, config: Config, known: set[str], retain: set[Path] = frozenset()):
-        self.geometry, self.config = geometry, config
-        self.known, self.seen = known, set(known)
-        self.retain = retain  # decoded images kept for the precision check
-        self.retained: dict[Path, np.ndarray] = {}
-
-    def __call__(self, path: Path, out: _Images) -> np.ndarray | None:
-        try:
-            size = path.stat().st_size
-            if size > self.config.images.max_bytes:
-                raise ImageError(f"file is {size} bytes, over the limit of {self.config.images.max_bytes}")
-            data = path.read_bytes()
-        except (ImageError, OSError) as exc:
-            out.skipped.append((str(path), str(exc).replace(f"{path}: ", "")))
-            return None
-        # Hash first: an already enrolled image or a duplicate is not decoded again.
-        digest = bytes_sha256(data)
-        if digest in self.seen:
-            out.skipped.append((str(path), "already enrolled (same content)" if digest in self.known
-                                else "duplicate of another image in this folder"))
-            return None
-        try:
-            image = apply_geometry(decode_image(data, name=str(path), max_pixels=self.config.images.max_pixels),
-                                   self.geometry, str(path))
-        except ImageError as exc:
-            out.skipped.append((str(path), str(exc).replace(f"{path}: ", "")))
-            return None
-        self.seen.add(digest)
-        if path in self.retain:
-            self.retained[path] = image
-        out.paths.append(path)
-        out.hashes.append(digest)
-        return image
-
-
-def _spill_dir(store: ModelStore, product: str, stack: contextlib.ExitStack) -> Path:
-    """A temporary folder for the memory-mapped feature store, beside the product's
-    versions (on the store's disk, not in a RAM-backed /tmp), removed afterwards."""
-    folder = store.product_dir(product)
-    folder.mkdir(parents=True, exist_ok=True)
-    return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".features-", dir=folder)))
-
-
-def _feature_store(shape: tuple[int, ...], spill_dir: Path | None) -> torch.Tensor:
-    if spill_dir is None:
-        return torch.empty(shape, dtype=torch.float16)
-    mapped = np.lib.format.open_memmap(spill_dir / "features.npy", mode="w+", dtype=np.float16, shape=shape)
-    return torch.from_numpy(mapped)
-
-
-def _extract(extractor: PatchFeatureExtractor, decoder: _Decoder, paths: Sequence[Path], batch_size: int,
-             precision: str, progress: Callable[[int, int], None], spill_dir: Path | None = None,
-             layout: TileLayout | None = None) -> tuple[torch.Tensor, _Images]:
-    """Patch features (N, h, w, D) of the usable images among `paths`, float16 on the CPU.
-
-    float16 halves the memory of a large enrollment (1,000 images at 1024-d: 1.6 GB);
-    the preallocated buffer is filled in place, never built from Python lists. With
-    `spill_dir` the buffer is a memory-mapped file there: the operating system pages
-    it in and out, and every later step reads it in runs (bank.ImageRows). With a
-    tile `layout`, each image gives len(layout) rows, its tiles in order."""
-    tiles = len(layout) if layout is not None else 1
-    kept = _Images()
-    buffer: torch.Tensor | None = None
-    for start in range(0, len(paths), batch_size):
-        decoded = [decoder(p, kept) for p in paths[start:start + batch_size]]
-        images = [image for image in decoded if image is not None]
-        if images:
-            pieces = [tile for image in images for tile in layout.cut(image)] if layout is not None else images
-            feats = extractor(extractor.to_tensor(pieces), precision)
-            if buffer is None:
-                buffer = _feature_store((len(paths) * tiles, *feats.shape[1:]), spill_dir)
-            filled = len(kept.paths) * tiles
-            buffer[filled - len(pieces):filled] = feats.to("cpu", torch.float16)
-        progress(min(start + batch_size, len(paths)), len(paths))
-    if buffer is None:
-        h, w = _grid_of(extractor, layout.tile_hw if layout is not None else decoder.geometry.input_hw)
-        return torch.empty((0, h, w, extractor.feature_dim()), dtype=torch.float16), kept
-    return buffer[:len(kept.paths) * tiles], kept
-
-
-def _grid_of(extractor: PatchFeatureExtractor, input_hw: tuple[int, int]) -> tuple[int, int]:
-    probe = extractor(extractor.to_tensor([np.zeros((*input_hw, 3), np.float32)]))
-    return probe.shape[1], probe.shape[2]
-
-
 def _bank_pool(parent: StoredModel | None, new_feats: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Candidate vectors for the coreset (float16, flat) and how many patches they stand for."""
     flat = new_feats.reshape(-1, new_feats.shape[-1])
@@ -506,11 +507,11 @@ def _calibration_pool(parent: StoredModel | None, new_cal: torch.Tensor) -> torc
 
 def _metadata(settings: ProductSettings, weights: WeightsInfo, geometry: Geometry, grid: tuple[int, int],
               bank: torch.Tensor, source_patches: int, calibration: Calibration, parent: StoredModel | None,
-              bank_set: _Images, cal_set: _Images, skipped: list[tuple[str, str]], timings: dict[str, float],
+              bank_set: Images, cal_set: Images, skipped: list[tuple[str, str]], timings: dict[str, float],
               bad_count: int) -> dict:
     previous = parent.metadata.get("images", {}) if parent is not None else {}
 
-    def entries(images: _Images) -> list[dict]:
+    def entries(images: Images) -> list[dict]:
         return [{"name": p.name, "sha256": h} for p, h in zip(images.paths, images.hashes)]
 
     return {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from inspectd import cost as cost_module
-from inspectd import enroll as enroll_module
+from inspectd import enrollment_images
 from inspectd.config import ProductSettings
 from inspectd.cost import CostEstimate, search_ms
 from inspectd.enroll import enroll
@@ -51,14 +51,14 @@ def test_a_feature_store_over_the_limit_spills_to_disk_with_the_same_model(
     good = copy_images(sorted((dataset / "train" / "good").glob("*.png"))[:6], tmp_path / "good")
     in_memory = enroll(config, "ram", good)
     mapped: list[Path] = []
-    real_store = enroll_module._feature_store
+    real_store = enrollment_images.feature_store
 
     def feature_store(shape, spill_dir):
         store = real_store(shape, spill_dir)
         mapped.extend(spill_dir.iterdir() if spill_dir is not None else [])
         return store
 
-    monkeypatch.setattr(enroll_module, "_feature_store", feature_store)
+    monkeypatch.setattr(enrollment_images, "feature_store", feature_store)
     spilled = enroll(dataclasses.replace(config, enroll_memory_mb=0), "disk", good)
     assert [p.name for p in mapped] == ["features.npy"] and mapped[0].parent.parent == config.store_dir / "disk"
     assert spilled.estimate.spills and not in_memory.estimate.spills

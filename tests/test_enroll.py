@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import inspectd
-from inspectd import enroll as enroll_module
+from inspectd import enrollment_images
 from inspectd import extractor_cache
 from inspectd.calibration import calibrate
 from inspectd.enroll import enroll
@@ -230,7 +230,7 @@ class _Counter:
 @pytest.fixture
 def spies(monkeypatch: pytest.MonkeyPatch) -> _Counter:
     counter = _Counter()
-    real_decode = enroll_module.decode_image
+    real_decode = enrollment_images.decode_image
     real_to_tensor = PatchFeatureExtractor.to_tensor
 
     def decode(data, *, name="<bytes>", **kwargs):
@@ -241,7 +241,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> _Counter:
         counter.extracted += len(images)
         return real_to_tensor(self, images)
 
-    monkeypatch.setattr(enroll_module, "decode_image", decode)
+    monkeypatch.setattr(enrollment_images, "decode_image", decode)
     monkeypatch.setattr(PatchFeatureExtractor, "to_tensor", to_tensor)
     return counter
 

@@ -115,7 +115,7 @@ def test_a_rejected_bf16_is_found_before_the_long_work(make_config, dataset: Pat
     calls: list[tuple[str, str]] = []
     real_score_folds, real_select = crossfit_module.score_folds, enroll_module.select_bank
     feature_precisions: list[str] = []
-    real_extract = enroll_module._extract
+    real_extract = enroll_module.extract
 
     def extract(extractor, decoder, paths, batch_size, precision_name, *args, **kwargs):
         feature_precisions.append(precision_name)
@@ -129,7 +129,7 @@ def test_a_rejected_bf16_is_found_before_the_long_work(make_config, dataset: Pat
         calls.append((stage, feature_precisions[-1]))
         return real_select(pool, *args, stage=stage, **kwargs)
 
-    monkeypatch.setattr(enroll_module, "_extract", extract)
+    monkeypatch.setattr(enroll_module, "extract", extract)
     monkeypatch.setattr(crossfit_module, "score_folds", score_folds)
     monkeypatch.setattr(enroll_module, "select_bank", select_bank)
     _, store = enrolled_model(make_config, dataset, "auto", tolerance=0.0)

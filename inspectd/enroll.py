@@ -238,9 +238,9 @@ def _plan(config: Config, product: str, good_dir: str | Path, weights: str | Non
         extractor, weights_info = new_extractor(settings, device)
         geometry = _freeze_geometry(geometry_from_settings(settings), paths, config)
     layout = tile_layout(settings, geometry.input_hw)
-    if layout is not None and (parent is not None or settings.calibration_folds < 2):
-        raise InspectdError("a tiled product (tile = ...) is enrolled whole, with calibration_folds >= 2: "
-                            "--add and held-out calibration are not supported for tiles yet")
+    if layout is not None and settings.calibration_folds < 2:
+        raise InspectdError("a tiled product (tile = ...) is calibrated by cross-fitting (calibration_folds >= 2): "
+                            "held-out calibration is not supported for tiles")
     precision = enrollment_precision(settings, parent, device, rejected, tiled=layout is not None)
     if precision.fallback:
         log.warning("%s: %s", product, precision.fallback)
@@ -276,6 +276,8 @@ def _bank_and_scores(plan: _Plan, extracted: _Extracted, gate: _Bf16Gate | None,
     """The final bank from every bank image, and (cross-fitted) each good image's
     score by a bank that did not see it; `gate` checks bf16 on the fold coresets."""
     settings, device, new_feats = plan.settings, plan.device, extracted.bank_feats
+    if plan.layout is not None and plan.parent is not None:
+        return _tiled_add(plan, new_feats, progress, timings)
     if plan.layout is not None:
         banks, good_scores = _tiled_banks(new_feats, plan.layout, settings, device, progress, timings)
         return _Banks(banks, int(np.prod(new_feats.shape[:3])), good_scores, None)
@@ -381,6 +383,33 @@ def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSetti
         banks.append(select_bank(pool, pool.shape[0], settings, device, progress))
         timings["coreset"] = timings.get("coreset", 0.0) + time.perf_counter() - clock
     return banks, tile_scores.reshape(n, tiles).max(axis=1)
+
+
+def _tiled_add(plan: _Plan, new_feats: torch.Tensor, progress: Progress, timings: dict[str, float]) -> _Banks:
+    """`--add` to a tiled product: the new images scored by the parent's region banks,
+    which did not see them (beside the parent's cross-fitted scores), and each region's
+    new bank a coreset of its parent bank and the new images' tiles of that region."""
+    parent, layout, settings, device = plan.parent, plan.layout, plan.settings, plan.device
+    clock = time.perf_counter()
+    parent_banks = list(torch.split(_parent_bank(parent), parent.metadata["tiling"]["region_sizes"]))
+    new_scores = make_scorer(parent_banks, settings, plan.geometry.input_hw, layout, device).image_scores(new_feats)
+    good_scores = np.concatenate([np.asarray(parent.array("calibration_scores"), dtype=np.float64), new_scores])
+    timings["cross-fitting"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    tiles, n = len(layout), new_feats.shape[0] // len(layout)
+    regions = ([np.arange(n * tiles)] if settings.tile_bank == "shared"
+               else [np.arange(n) * tiles + r for r in range(tiles)])
+    # every image gives each region the same number of patches, so the parent's
+    # patches are shared evenly between its regions
+    parent_source = int(parent.metadata["coreset"]["source_patches"]) // len(regions)
+    banks = []
+    for old, rows in zip(parent_banks, regions):
+        new = new_feats[torch.from_numpy(rows)].reshape(-1, new_feats.shape[-1])
+        banks.append(select_bank(torch.cat([old.to(torch.float16), new]), parent_source + new.shape[0], settings,
+                                 device, progress))
+    timings["coreset"] = time.perf_counter() - clock
+    source = int(parent.metadata["coreset"]["source_patches"]) + int(np.prod(new_feats.shape[:3]))
+    return _Banks(banks, source, good_scores, None)
 
 
 def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, settings: ProductSettings,

@@ -104,3 +104,45 @@ def test_per_region_enrollment_banks_each_region_from_its_own_tiles(
     assert report.estimate.tiles == 4 and report.estimate.bank_size == report.bank_size
     results = model.score_images([model.read(p)[1] for p in eval_set.paths[:3]])
     assert all(r.anomaly_map.shape == (96, 96) and np.isfinite(r.score) for r in results)
+
+
+@pytest.mark.parametrize("tile_bank, regions", [("per_region", 4), ("shared", 1)])
+def test_add_to_a_tiled_product_extends_each_region_and_scores_the_new_images_by_the_parent(
+        tmp_path: Path, make_config, dataset: Path, eval_set, monkeypatch: pytest.MonkeyPatch, tile_bank: str,
+        regions: int) -> None:
+    _, config = make_config(defaults={"calibration_folds": 3, "tile": 64, "tile_overlap": 32,
+                                      "tile_bank": tile_bank})
+    train = sorted((dataset / "train" / "good").glob("*.png"))
+    enroll(config, "regions", copy_images(train[:6], tmp_path / "first"))
+    store = ModelStore(config.store_dir)
+    parent = ProductModel.load(store, "regions")
+    parent_regions = torch.split(torch.from_numpy(np.asarray(parent.stored.array("bank"))),
+                                 parent.stored.metadata["tiling"]["region_sizes"])
+    pools: list[torch.Tensor] = []
+    real_select = enroll_module.select_bank
+
+    def select(pool, *args, **kwargs):
+        pools.append(pool.clone())
+        return real_select(pool, *args, **kwargs)
+
+    monkeypatch.setattr(enroll_module, "select_bank", select)
+    added = copy_images(train[6:9], tmp_path / "more")
+    report = enroll(config, "regions", added, add=True)
+    child = ProductModel.load(store, "regions", report.version)
+    assert child.stored.metadata["parent_version"] == parent.version and report.bank_images == 3
+    # each region's coreset is chosen from its own parent bank and the new images' tiles of that region
+    patches_per_tile = int(np.prod(child.stored.metadata["patch_grid"]))
+    assert len(pools) == len(parent_regions) == regions
+    for pool, old in zip(pools, parent_regions):
+        assert pool.shape[0] == old.shape[0] + 3 * patches_per_tile * 4 // regions
+        torch.testing.assert_close(pool[:old.shape[0]].float(), old.to(torch.float16).float())
+    sizes = child.stored.metadata["tiling"]["region_sizes"]
+    assert len(sizes) == regions and sum(sizes) == report.bank_size == child.bank_size
+    # the threshold's scores: the parent's cross-fitted ones, then the new images scored by the parent's banks
+    scores = np.asarray(child.stored.array("calibration_scores"))
+    np.testing.assert_array_equal(scores[:6], np.asarray(parent.stored.array("calibration_scores")))
+    by_parent = [r.score for r in parent.score_images([parent.read(p)[1] for p in sorted(added.iterdir())])]
+    np.testing.assert_allclose(scores[6:], by_parent, rtol=5e-3)
+    assert report.calibration.n_good == 9
+    results = child.score_images([child.read(p)[1] for p in eval_set.paths[:2]])
+    assert all(r.anomaly_map.shape == (96, 96) and np.isfinite(r.score) for r in results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -231,6 +232,31 @@ def _env() -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = str(REPO)
     return env
+
+
+def test_score_many_images_writes_each_its_own_heatmap_beside_the_scoring(capsys, enrolled, eval_set,
+                                                                         tmp_path: Path) -> None:
+    images = tmp_path / "many"  # two batches of 8, one image broken
+    images.mkdir()
+    for i, path in enumerate(eval_set.paths[:11]):
+        shutil.copy(path, images / f"{i:02d}_{path.parent.name}.png")
+    broken = images / "zz_broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    paths = sorted(images.iterdir())
+    code, out, err = run(capsys, "--config", enrolled.config_path, "score", "--product", "tiles", "--json",
+                         "--heatmap-dir", tmp_path / "maps", *paths)
+    assert code == 1  # one image could not be scored
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["path"] for r in rows] == [str(p) for p in paths]
+    assert "error" in rows[-1] and "heatmap" not in rows[-1]
+    scored = rows[:-1]
+    assert len({r["heatmap"] for r in scored}) == len(scored) == 11
+    # a heatmap belongs to its own image: the same as scoring that image alone
+    for row in (scored[0], scored[9]):
+        code, out, _ = run(capsys, "--config", enrolled.config_path, "score", "--product", "tiles", "--json",
+                           "--heatmap-dir", tmp_path / "alone", row["path"])
+        alone = cv2.imread(json.loads(out)["heatmap"]).astype(int)
+        assert np.abs(cv2.imread(row["heatmap"]).astype(int) - alone).mean() < 1.0
 
 
 def test_subprocess_score_json(enrolled, test_images: list[Path], tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..active import active_version, existing_database
@@ -12,7 +13,7 @@ from ..device import resolve_device
 from ..errors import ImageError
 from ..heatmap import save_heatmap
 from ..model import ProductModel
-from ..prefetch import prefetched_batches
+from ..prefetch import io_workers, prefetched_batches
 from ..store import ModelStore
 
 
@@ -31,30 +32,38 @@ def run(args: argparse.Namespace, config: Config) -> int:
     version = args.version or _active(config, store, args.product)
     model = ProductModel.load(store, args.product, version, device=resolve_device(config.device))
     model.set_limits(config.images.max_bytes, config.images.max_pixels)
+    names = heatmap_names(list(args.images))
     rows: list[dict] = []
-    readable: list[tuple[Path, object, object]] = []
-    results = []
-    for batch in prefetched_batches(list(args.images), model.read, model.settings.batch_size):
-        for path, decoded in batch:
-            if isinstance(decoded, ImageError):
-                rows.append({"path": str(path), "product": model.product, "model_version": model.version,
-                             "error": str(decoded)})
-            elif isinstance(decoded, Exception):
-                raise decoded
-            else:
-                readable.append((path, *decoded))
-        scored = readable[len(results):]
-        results += model.score_images([r[2] for r in scored], [str(r[0]) for r in scored])
-    names = heatmap_names([r[0] for r in readable])
-    for (path, original, _), result in zip(readable, results):
-        row = {"path": str(path), "product": model.product, "model_version": model.version,
-               "score": result.score, "normalized_score": result.normalized_score, "verdict": result.verdict,
-               "threshold": result.threshold, "timings_ms": result.timings_ms}
-        if args.heatmap_dir is not None:
-            target = args.heatmap_dir / names[path]
-            save_heatmap(target, original, result.anomaly_map, model.geometry, model.threshold)
-            row["heatmap"] = str(target)
-        rows.append(row)
+    # Heatmaps are drawn and written in threads beside the next batch's scoring; at most
+    # one batch waits to be written, so a long list of large images never piles up in memory.
+    with ThreadPoolExecutor(max_workers=io_workers(), thread_name_prefix="heatmap") as writer:
+        writing: list[Future] = []
+        for batch in prefetched_batches(list(args.images), model.read, model.settings.batch_size):
+            readable = []
+            for path, decoded in batch:
+                if isinstance(decoded, ImageError):
+                    rows.append({"path": str(path), "product": model.product, "model_version": model.version,
+                                 "error": str(decoded)})
+                elif isinstance(decoded, Exception):
+                    raise decoded
+                else:
+                    readable.append((path, *decoded))
+            results = model.score_images([r[2] for r in readable], [str(r[0]) for r in readable])
+            for future in writing:
+                future.result()  # a heatmap that cannot be written stops the command
+            writing = []
+            for (path, original, _), result in zip(readable, results):
+                row = {"path": str(path), "product": model.product, "model_version": model.version,
+                       "score": result.score, "normalized_score": result.normalized_score,
+                       "verdict": result.verdict, "threshold": result.threshold, "timings_ms": result.timings_ms}
+                if args.heatmap_dir is not None:
+                    target = args.heatmap_dir / names[path]
+                    writing.append(writer.submit(save_heatmap, target, original, result.anomaly_map,
+                                                 model.geometry, model.threshold))
+                    row["heatmap"] = str(target)
+                rows.append(row)
+        for future in writing:
+            future.result()
     order = {str(p): i for i, p in enumerate(args.images)}
     rows.sort(key=lambda r: order[r["path"]])
     if args.json:

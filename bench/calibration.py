@@ -2,6 +2,7 @@
 
     python bench/calibration.py [--categories tiles fabric washer] [--n-good 40 200]
                                 [--alpha 0.05] [--n-unseen 200] [--size 96] [--seeds 1 2 3]
+                                [--folds 5]
 
 For each synthetic category and good-set size, on generated images (inspectd.synthetic):
 
@@ -51,6 +52,7 @@ SOURCE_HW = (128, 128)
 
 
 def settings_for(args: argparse.Namespace, **changes) -> ProductSettings:
+    changes = {"calibration_folds": args.folds, **changes}
     return ProductSettings(backbone="resnet18", weights="random", layers=("layer1", "layer2"), size=args.size,
                            false_alarm_rate=args.alpha, **changes)
 
@@ -110,6 +112,8 @@ def main() -> int:
     parser.add_argument("--n-unseen", type=int, default=200)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="one good/test/unseen set per seed")
+    parser.add_argument("--folds", type=int, default=ProductSettings().calibration_folds,
+                        help="cross-fitting folds of the default column (the product default unless given)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"settings: {dataclasses.asdict(settings_for(args))}")

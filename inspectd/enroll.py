@@ -291,7 +291,8 @@ def _bank_and_scores(plan: _Plan, extracted: _Extracted, gate: _Bf16Gate | None,
                             settings, plan.geometry.input_hw, device, progress, gate or (lambda parts: None))
         good_scores = fitted.scores
     elif plan.cross_fit:
-        good_scores = _parent_scores_and_new(plan.parent, new_feats, settings, plan.geometry, device)
+        good_scores = _parent_scores_and_new(plan.parent, [_parent_bank(plan.parent)], new_feats, settings,
+                                             plan.geometry, None, device)
     if plan.cross_fit:
         timings["cross-fitting"] = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -392,8 +393,7 @@ def _tiled_add(plan: _Plan, new_feats: torch.Tensor, progress: Progress, timings
     parent, layout, settings, device = plan.parent, plan.layout, plan.settings, plan.device
     clock = time.perf_counter()
     parent_banks = list(torch.split(_parent_bank(parent), parent.metadata["tiling"]["region_sizes"]))
-    new_scores = make_scorer(parent_banks, settings, plan.geometry.input_hw, layout, device).image_scores(new_feats)
-    good_scores = np.concatenate([np.asarray(parent.array("calibration_scores"), dtype=np.float64), new_scores])
+    good_scores = _parent_scores_and_new(parent, parent_banks, new_feats, settings, plan.geometry, layout, device)
     timings["cross-fitting"] = time.perf_counter() - clock
     clock = time.perf_counter()
     tiles, n = len(layout), new_feats.shape[0] // len(layout)
@@ -412,12 +412,13 @@ def _tiled_add(plan: _Plan, new_feats: torch.Tensor, progress: Progress, timings
     return _Banks(banks, source, good_scores, None)
 
 
-def _parent_scores_and_new(parent: StoredModel, new_feats: torch.Tensor, settings: ProductSettings,
-                           geometry: Geometry, device: torch.device) -> np.ndarray:
+def _parent_scores_and_new(parent: StoredModel, parent_banks: list[torch.Tensor], new_feats: torch.Tensor,
+                           settings: ProductSettings, geometry: Geometry, layout: TileLayout | None,
+                           device: torch.device) -> np.ndarray:
     """`--add`: the parent's cross-fitted scores, and the new images scored by the
-    parent's bank, which did not see them either (no earlier image is read again)."""
+    parent's bank(s), which did not see them either (no earlier image is read again)."""
     old = np.asarray(parent.array("calibration_scores"), dtype=np.float64)
-    new = make_scorer([_parent_bank(parent)], settings, geometry.input_hw, None, device).image_scores(new_feats)
+    new = make_scorer(parent_banks, settings, geometry.input_hw, layout, device).image_scores(new_feats)
     return np.concatenate([old, new])
 
 

@@ -418,6 +418,34 @@ def test_full_database_and_results_disks_pause_visibly_and_resume(daemon_env: Da
     assert "resumed (database)" in log and "resumed (results disk)" in log
 
 
+def test_a_results_disk_that_fills_partway_through_a_claim_loses_and_repeats_nothing(
+        daemon_env: DaemonEnv, sample_images: list[Path], small_disks: list[Path]) -> None:
+    """Heatmaps are written in threads beside the next batch's scoring: a disk that fills
+    after a few of them must hand back exactly the rest, in a real daemon process."""
+    results_disk = small_disks[1]
+    text = daemon_env.config_path.read_text()
+    daemon_env.config_path.write_text(text.replace(str(daemon_env.root / "results"), str(results_disk)))
+    daemon_env.set_daemon(batch_size=16)  # one claim of two model batches
+    filler = fill_disk(results_disk)
+    os.truncate(filler, filler.stat().st_size - 150_000)  # room for a few images' outputs
+    names = [copy_as(sample_images[i % len(sample_images)], daemon_env.drop / f"burst_{i:02d}.png").name
+             for i in range(12)]
+    proc = daemon_env.start()
+    daemon_env.wait_for(lambda: any(p["reason"] == "results disk"
+                                    for p in (daemon_env.status().get("service") or {}).get("pauses", [])),
+                        "the results-disk pause in inspectd status")
+    assert len(daemon_env.results()) < 12
+    filler.unlink()
+    rows = settled_db_rows(daemon_env, 12, timeout=120)
+    assert daemon_env.stop(proc) == 0
+    assert Counter(Path(r["path"]).name for r in rows) == Counter(names)
+    assert all(r["verdict"] in ("OK", "NG") for r in rows)
+    for row in rows:
+        heatmap = cv2.imread(row["heatmap_path"])
+        assert heatmap is not None and heatmap.shape[:2] == cv2.imread(str(sample_images[0])).shape[:2]
+    assert "resumed (results disk)" in daemon_env.log()
+
+
 # -- 13, 14: corrupt and edited models ---------------------------------------------------------
 
 

@@ -1,21 +1,24 @@
 """Cross-fitted calibration: every good image in the final bank, and every calibration
 score from a bank that did not see the image.
 
-The good images are dealt into k folds (seeded) and a coreset is selected from each
-fold's patches; each fold's images are scored by the union of the *other* folds'
-coresets, a bank that never saw them. Each of the n good images gets one out-of-bank
-score, the threshold is the conformal rank ceil((n+1)(1-alpha)) of those n scores
-(method.md section 4), and the final bank is one coreset of all n images' patches, the
-same bank as with every image and no calibration at all. (A union of fold coresets as
-the final bank would be cheaper, but measured 0.03-0.04 image AUROC lower on 40
-synthetic images: bench/calibration.py.)
+The good images are dealt into k folds (seeded); each fold's images are scored by one
+coreset selected from the patches of every image *outside* the fold, a bank that never
+saw them. Each of the n good images gets one out-of-bank score, the threshold is the
+conformal rank ceil((n+1)(1-alpha)) of those n scores (method.md section 4), and the
+final bank is one coreset of all n images' patches, the same bank as with every image
+and no calibration at all.
 
-What holds: a fold's scoring bank has (k-1)/k of the images, and a larger bank finds
-nearer neighbours, so a new good image tends to score *lower* against the final bank
-than the calibration images did against theirs. The threshold is then
-slightly pessimistic: the false-alarm rate on new good images is at most about alpha
-(bench/calibration.py measures it). This is not the exact split-conformal bound, which
-needs calibration images that the scoring bank never saw.
+Why one coreset of the other folds and not the union of per-fold coresets (cheaper: k
+coresets of n/k images): a union of separate coresets covers the same patches worse
+than one coreset of them with as many rows (each covers only its own fold, and their
+rows overlap where the folds do), so the calibration images scored high against it and
+the threshold came out conservative: a false-alarm rate of 0.5-2.3 % on new good images
+at alpha 0.05 (bench/calibration.py, 40 images, three seeds). A fold's bank has as many
+rows as the final bank (the product's coreset size of all n images), chosen from (k-1)/k
+of the images, so it stays a little sparser: new good images still tend to score
+slightly lower against the final bank than the calibration images did against theirs
+(bench/calibration.py measures the false-alarm rate that gives). This is not the exact
+split-conformal bound, which needs calibration images that the scoring bank never saw.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 
 from .calibration import FalseAlarmSpread
 
-SelectPart = Callable[[np.ndarray], torch.Tensor]  # images -> bank rows chosen from their patches
+SelectBank = Callable[[np.ndarray], torch.Tensor]  # images -> a bank chosen from their patches
 Score = Callable[[torch.Tensor, np.ndarray], np.ndarray]  # (bank, images) -> their scores
 
 
@@ -46,40 +49,39 @@ def fold_of_images(n: int, folds: int, seed: int) -> np.ndarray:
 
 @dataclass
 class CrossFit:
-    """The out-of-bank score of each image, and the fold coresets that gave them."""
+    """The out-of-bank score of each image, and the fold banks that gave them."""
 
     fold: np.ndarray  # fold label of each image
-    labels: np.ndarray  # the fold labels, in the order of `parts`
-    parts: list[torch.Tensor]  # each fold's coreset
+    labels: np.ndarray  # the fold labels, in the order of `banks`
+    banks: list[torch.Tensor]  # each fold's scoring bank: a coreset of the other folds' patches
     scores: np.ndarray
 
     def bank_without(self, label: int) -> torch.Tensor:
-        """The bank that scored fold `label`: the other folds' coresets."""
-        return torch.cat([part for other, part in zip(self.labels, self.parts) if other != label])
+        """The bank that scored fold `label`, chosen without its images."""
+        return self.banks[int(np.flatnonzero(self.labels == label)[0])]
 
 
-def cross_fitted_scores(fold: np.ndarray, select_part: SelectPart, score: Score,
+def cross_fitted_scores(fold: np.ndarray, select_bank: SelectBank, score: Score,
                         before_scoring: Callable[[CrossFit], None] = lambda fitted: None) -> CrossFit:
-    """One out-of-bank score per image (fold_parts, then score_folds); `before_scoring`
-    sees the fold coresets before any image is scored against them."""
-    fitted = fold_parts(fold, select_part)
+    """One out-of-bank score per image (fold_banks, then score_folds); `before_scoring`
+    sees the fold banks before any image is scored against them."""
+    fitted = fold_banks(fold, select_bank)
     before_scoring(fitted)
     score_folds(fitted, score)
     return fitted
 
 
-def fold_parts(fold: np.ndarray, select_part: SelectPart) -> CrossFit:
-    """Each fold's coreset, chosen by `select_part(images)` from those images' patches;
-    the scores are still to be filled in (NaN). k coresets of n/k images cost less
-    than one of n."""
+def fold_banks(fold: np.ndarray, select_bank: SelectBank) -> CrossFit:
+    """Each fold's scoring bank, chosen by `select_bank(images)` from the patches of the
+    images outside the fold; the scores are still to be filled in (NaN)."""
     labels = np.unique(fold)
-    return CrossFit(fold, labels, [select_part(np.flatnonzero(fold == f)) for f in labels],
+    return CrossFit(fold, labels, [select_bank(np.flatnonzero(fold != f)) for f in labels],
                     np.full(fold.size, np.nan))
 
 
 def score_folds(fitted: CrossFit, score: Score) -> None:
-    """Fold f's images scored, by `score(bank, images)`, against the union of the other
-    folds' coresets (k-center coresets compose), a bank that never saw them."""
+    """Fold f's images scored, by `score(bank, images)`, against the bank chosen without
+    them."""
     for label in fitted.labels:
         inside = np.flatnonzero(fitted.fold == label)
         fitted.scores[inside] = score(fitted.bank_without(label), inside)

@@ -13,7 +13,7 @@ threshold can be re-derived for the new bank without decoding or re-extracting a
 earlier image.
 
 The stages: `_plan` (settings, backbone, geometry, precision, cost estimate),
-`_extract_good` (enrollment_images.py), `_bank_and_scores` (fold coresets and their
+`_extract_good` (enrollment_images.py), `_bank_and_scores` (fold banks and their
 scores, the final coreset), the calibration, and `_write_version`.
 """
 
@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,8 +169,8 @@ class _Banks:
 
 class _Bf16Gate:
     """auto's bf16 check, run where the enrollment's shape allows it first: on the fold
-    coresets before any fold is scored (a rejected bf16 then costs only the features and
-    the fold coresets), or on the final bank when images are held out."""
+    banks before any fold is scored (a rejected bf16 then costs only the features and
+    the fold banks), or on the final bank when images are held out."""
 
     def __init__(self, plan: _Plan, extracted: _Extracted, timings: dict[str, float],
                  rejected: PrecisionCheck | None):
@@ -274,7 +273,7 @@ def _extract_good(plan: _Plan, good_dir: str | Path, spill: Path | None, progres
 def _bank_and_scores(plan: _Plan, extracted: _Extracted, gate: _Bf16Gate | None, progress: Progress,
                      timings: dict[str, float]) -> _Banks:
     """The final bank from every bank image, and (cross-fitted) each good image's
-    score by a bank that did not see it; `gate` checks bf16 on the fold coresets."""
+    score by a bank that did not see it; `gate` checks bf16 on the fold banks."""
     settings, device, new_feats = plan.settings, plan.device, extracted.bank_feats
     if plan.layout is not None and plan.parent is not None:
         return _tiled_add(plan, new_feats, progress, timings)
@@ -341,23 +340,22 @@ def _cross_fit(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings
                before_scoring: Callable[[CrossFit], None] = lambda fitted: None) -> CrossFit:
     """One out-of-bank score for each of `rows` (images, or one region's tiles) of the
     feature store, `fold` the fold of each (crossfit.py). `before_scoring` sees the fold
-    coresets before any image is scored against them."""
+    banks before any image is scored against them."""
     source = rows.size * feats.shape[1] * feats.shape[2]
     total = coreset_size(source, settings.coreset_ratio, settings.coreset_count)
 
-    def select_part(members: np.ndarray) -> torch.Tensor:
-        part = ImageRows(feats, rows[members])
-        # The fold's share of the bank size, so that fold banks and the final bank
-        # keep the product's ratio (or its fixed count).
-        share = None if settings.coreset_count is None else math.ceil(total * part.shape[0] / source)
-        part_settings = dataclasses.replace(settings, coreset_count=share)
-        return select_bank(part, part.shape[0], part_settings, device, progress, stage="calibration folds")
+    def select_fold_bank(members: np.ndarray) -> torch.Tensor:
+        pool = ImageRows(feats, rows[members])
+        # As many rows as the final bank, so that a fold's bank covers its images' patches
+        # as closely as the final bank covers all of them (crossfit.py).
+        fold_settings = dataclasses.replace(settings, coreset_count=total)
+        return select_bank(pool, pool.shape[0], fold_settings, device, progress, stage="calibration folds")
 
     def score(bank: torch.Tensor, members: np.ndarray) -> np.ndarray:
         scorer = make_scorer([bank], settings, input_hw, None, device)
         return scorer.image_scores(ImageSubset(feats, rows[members]))
 
-    return cross_fitted_scores(fold, select_part, score, before_scoring)
+    return cross_fitted_scores(fold, select_fold_bank, score, before_scoring)
 
 
 def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSettings, device: torch.device,

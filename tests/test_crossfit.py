@@ -34,33 +34,36 @@ def test_folds_are_balanced_seeded_and_cover_every_image() -> None:
         fold_of_images(1, 5, seed=0)
 
 
-def test_each_fold_is_scored_by_the_other_folds_coresets() -> None:
+def test_each_fold_is_scored_by_one_bank_chosen_from_the_other_folds() -> None:
     fold = fold_of_images(11, 4, seed=0)
-    parts: list[set[int]] = []
+    pools: list[set[int]] = []
     scored_by: list[tuple[set[int], set[int]]] = []
 
-    def select_part(images: np.ndarray) -> torch.Tensor:
-        parts.append(set(images.tolist()))
+    def select_bank(images: np.ndarray) -> torch.Tensor:
+        pools.append(set(images.tolist()))
         return torch.from_numpy(images[::2].astype(np.float32))[:, None]  # rows carry their image number
 
     def score(bank: torch.Tensor, images: np.ndarray) -> np.ndarray:
         scored_by.append((set(bank[:, 0].int().tolist()), set(images.tolist())))
         return images * 10.0
 
-    scores = cross_fitted_scores(fold, select_part, score).scores
+    scores = cross_fitted_scores(fold, select_bank, score).scores
     np.testing.assert_array_equal(scores, np.arange(11) * 10.0)
-    assert sorted(parts, key=min) == sorted(({i for i in range(11) if fold[i] == f} for f in range(4)), key=min)
-    assert len(scored_by) == 4 and sorted(i for _, images in scored_by for i in images) == list(range(11))
+    folds = [{i for i in range(11) if fold[i] == f} for f in range(4)]
+    # one selection per fold, from exactly the images outside it (not a union of
+    # per-fold selections)
+    assert sorted(pools, key=sorted) == sorted((set(range(11)) - inside for inside in folds), key=sorted)
+    assert sorted(map(sorted, (images for _, images in scored_by))) == sorted(map(sorted, folds))
     for bank_images, images in scored_by:
         assert not bank_images & images  # never a row of an image it scores
-        others = {i for i in range(11) if fold[i] not in set(fold[list(images)])}
-        assert bank_images == {i for part in parts for i in sorted(part)[::2]} & others
+        assert bank_images == set(sorted(set(range(11)) - images)[::2])  # the selection from the others
 
 
 @pytest.fixture
 def bank_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
-    """Records the images of every coreset pool and of every scored fold."""
-    seen: dict[str, list] = {"pools": [], "scored": []}
+    """Records the images of every coreset pool, the size of every coreset and the images
+    of every scored fold."""
+    seen: dict[str, list] = {"pools": [], "sizes": [], "scored": []}
     real_score_folds, real_select = crossfit_module.score_folds, enroll_module.select_bank
 
     def score_folds_spy(fitted, score):
@@ -71,7 +74,9 @@ def bank_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 
     def select(pool, *args, **kwargs):
         seen["pools"].append(set(pool.images.tolist()) if hasattr(pool, "images") else pool.shape[0])
-        return real_select(pool, *args, **kwargs)
+        chosen = real_select(pool, *args, **kwargs)
+        seen["sizes"].append(chosen.shape[0])
+        return chosen
 
     monkeypatch.setattr(crossfit_module, "score_folds", score_folds_spy)
     monkeypatch.setattr(enroll_module, "select_bank", select)
@@ -84,17 +89,19 @@ def test_enroll_cross_fits_and_banks_every_usable_image(tmp_path: Path, make_con
     good = copy_images(sorted((dataset / "train" / "good").glob("*.png"))[:7], tmp_path / "good")
     (good / "broken.png").write_bytes(b"")  # not usable: no part of the bank or the calibration
     report = enroll(config, "fit", good)
-    # one coreset per fold, the folds partition the 7 usable images, each fold scored
-    # once; then the final bank's coreset from the patches of all 7
+    # one coreset per fold from the patches of the images outside it, each fold scored
+    # once by its own; then the final bank's coreset from the patches of all 7
     *pools, final = bank_spy["pools"]
-    assert len(pools) == 3 and sorted(i for pool in pools for i in pool) == list(range(7))
-    assert sorted(map(sorted, bank_spy["scored"])) == sorted(map(sorted, pools))
+    assert len(pools) == 3 and all(len(pool) < 7 for pool in pools)
+    assert sorted(map(sorted, bank_spy["scored"])) == sorted(sorted(set(range(7)) - pool) for pool in pools)
+    assert sorted(i for pool in pools for i in set(range(7)) - pool) == list(range(7))  # the folds partition
     assert final == 7 * PATCHES
     model = ProductModel.load(ModelStore(config.store_dir), "fit")
     meta = model.stored.metadata
     assert report.bank_images == 7 and meta["coreset"]["source_patches"] == 7 * PATCHES
     assert len(meta["images"]["bank"]) == 7
     assert report.bank_size == math.ceil(0.1 * 7 * PATCHES)
+    assert bank_spy["sizes"] == [report.bank_size] * 4  # each fold's bank as large as the final one
     scores = model.stored.array("calibration_scores")
     assert scores.shape == (7,)
     assert model.threshold == calibrate(scores, 0.2).threshold == np.sort(scores)[math.ceil(8 * 0.8) - 1]

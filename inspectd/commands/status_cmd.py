@@ -71,6 +71,8 @@ def _print_service(report: dict[str, Any] | None) -> None:
         print(f"MODEL PROBLEM {product} {problem['version']}: {problem['problem']} ({instead})")
     for product, fallback in sorted(report.get("precision_fallbacks", {}).items()):
         print(f"PRECISION FALLBACK {product} {fallback['version']}: {fallback['note']}")
+    for product, fallback in sorted(report.get("gpu_fallbacks", {}).items()):
+        print(f"GPU FALLBACK {product} {fallback['version']} since {_when(fallback['since'])}: {fallback['note']}")
     for folder in report.get("missing_folders", []):
         print(f"WATCHED FOLDER MISSING: {folder}")
     waiting = report.get("waiting_files", {})

@@ -95,9 +95,11 @@ class ModelKeeper:
         return {product: {"version": loaded.model.version, "note": loaded.model.precision_choice.fallback}
                 for product, loaded in self._loaded.items() if loaded.model.precision_choice.fallback}
 
-    def drop(self, product: str) -> None:
-        """Forget the loaded model (it is reloaded, e.g. on another device)."""
-        self._loaded.pop(product, None)
+    def reload(self, product: str, version: str) -> ProductModel:
+        """*version* loaded again on the product's device now (after a move to the CPU)."""
+        model = self._load(product, version)
+        self._loaded[product] = _Loaded(model, time.monotonic())
+        return model
 
     def _known_bad(self, product: str, version: str | None) -> bool:
         problem = self.problems.get(product)

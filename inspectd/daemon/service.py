@@ -365,6 +365,7 @@ class Daemon:
             "database": self.config.database_url if self.db is None else self.db.url,
             "pauses": self.pauses.report(), "model_problems": problems, "waiting_files": waiting,
             "precision_fallbacks": self.worker.models.precision_fallbacks(),
+            "gpu_fallbacks": self.worker.gpu_memory.report(),
             "unrecorded": len(self.worker.unrecorded), "scored": self.scored,
             "offline": self.offline, "local_queue": self.offline_queue.depth() if self.offline_queue is not None else 0,
             "missing_folders": [str(f.path) for f in self.watcher.missing()], "stop_note": self.stop_note,

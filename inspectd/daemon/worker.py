@@ -43,6 +43,7 @@ from ..plant.reporting import Reporting, verdict_for
 from ..prefetch import io_workers
 from ..store import ModelStore
 from .active_versions import REMEMBERED_FILE, ActiveVersions
+from .gpu_memory import GpuMemoryLimits
 from .intake import Content, ContentCache
 from .spool import Spool
 from .landing import Changed, Signature, Unreadable, Vanished, read_whole, signature
@@ -109,7 +110,7 @@ class ScoringWorker:
         self.reporting = reporting or Reporting.off(config)  # MQTT and metrics around each result
         self.cache, self.spool = cache, spool
         self.retake = retake  # a path whose content changed: let intake look at it again
-        self._cpu_only: set[str] = set()
+        self.gpu_memory = GpuMemoryLimits()  # reduced batches and moves to the CPU after out-of-memory
         self._unregistered: dict[tuple[str, str], ProductModel] = {}
         self.unrecorded: list[_Action] = []
         self.models = self._keeper(config)
@@ -128,7 +129,7 @@ class ScoringWorker:
         return ModelKeeper(store, self._device_for, self._prepare, lambda product: active.version(self.db, product))
 
     def _device_for(self, product: str) -> torch.device:
-        return torch.device("cpu") if product in self._cpu_only else self.device
+        return torch.device("cpu") if self.gpu_memory.on_cpu(product) else self.device
 
     def _prepare(self, model: ProductModel) -> None:
         model.set_limits(self.config.images.max_bytes, self.config.images.max_pixels)
@@ -250,11 +251,15 @@ class ScoringWorker:
         decoding = [(item, content, self.io.submit(_decode, model, item, content)) for item, content in contents]
         saving: list[_Saving] = []
         try:
-            for start in range(0, len(decoding), model.settings.batch_size):
-                batch = self._decoded(model, decoding[start:start + model.settings.batch_size])
+            start = 0
+            while start < len(decoding):
+                size = self.gpu_memory.batch_size(product, model.settings.batch_size)
+                batch = self._decoded(model, decoding[start:start + size])
+                start += size
                 if not batch:
                     continue
-                results = self._score_with_fallback(model, [b.prepared for b in batch], [b.item.path for b in batch])
+                model, results = self._score_with_fallback(model, [b.prepared for b in batch],
+                                                           [b.item.path for b in batch])
                 # the next batch is scored while this one's heatmaps are drawn and written
                 saving += [_Saving(b, result, self.io.submit(self._save_maps, b.item, b.original, result, model))
                            for b, result in zip(batch, results)]
@@ -310,21 +315,27 @@ class ScoringWorker:
         return Content(snapshot.data, snapshot.signature)
 
     def _score_with_fallback(self, model: ProductModel, images: list[np.ndarray], names: list[str]
-                             ) -> list[ScoreResult]:
-        """Score; on GPU out-of-memory halve the batch, and at one image move to the CPU."""
+                             ) -> tuple[ProductModel, list[ScoreResult]]:
+        """Score; on GPU out-of-memory halve the batch (and keep the smaller size for later
+        batches), and at one image move the product to the CPU. Returns the model that
+        scored, which later batches use."""
         try:
-            return model.score_images(images, names)
+            return model, model.score_images(images, names)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             if len(images) > 1:
                 half = len(images) // 2
-                log.warning("GPU out of memory with %d images; retrying in halves", len(images))
-                return (self._score_with_fallback(model, images[:half], names[:half])
-                        + self._score_with_fallback(model, images[half:], names[half:]))
+                self.gpu_memory.did_not_fit(model.product, model.version, len(images))
+                log.warning("GPU out of memory with %d images; retrying in halves, and %s is scored in batches of "
+                            "at most %d from now on", len(images), model.product,
+                            self.gpu_memory.batch_size(model.product, len(images)))
+                model, first = self._score_with_fallback(model, images[:half], names[:half])
+                model, second = self._score_with_fallback(model, images[half:], names[half:])
+                return model, first + second
             log.error("GPU out of memory on a single image; %s moves to the CPU", model.product)
-            self._cpu_only.add(model.product)
-            self.models.drop(model.product)
-            return self.models.get(model.product).score_images(images, names)
+            self.gpu_memory.moved_to_cpu(model.product, model.version)
+            moved = self.models.reload(model.product, model.version)  # the same version: images are prepared for it
+            return moved, moved.score_images(images, names)
 
     def _save_maps(self, item: ItemRecord, original: np.ndarray, result: ScoreResult, model: ProductModel) -> float:
         """Draw and write the item's heatmap (and raw map); milliseconds taken.

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from daemon_support import PRODUCT, DaemonEnv, copy_as
+from engine_support import run as run_cli
 from inspectd.config import load_config
 from inspectd.daemon import models as models_module
 from inspectd.daemon import worker as worker_module
@@ -183,8 +184,16 @@ def test_locked_database_is_retried(daemon_env: DaemonEnv, sample_images: list[P
     assert time.monotonic() - started >= 1.0  # it waited for the lock instead of failing
 
 
-def test_gpu_out_of_memory_halves_the_batch_then_moves_to_cpu(daemon_env: DaemonEnv, sample_images: list[Path],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def _status_lines(daemon: Daemon, capsys: pytest.CaptureFixture) -> list[str]:
+    """What `inspectd status` prints from the daemon's report as it stands now."""
+    daemon._report("running")
+    _, out, _ = run_cli(capsys, "--config", daemon.config_path, "status")
+    return out.splitlines()
+
+
+def test_gpu_out_of_memory_halves_the_batch_and_later_batches_stay_small(
+        daemon_env: DaemonEnv, sample_images: list[Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
     for i in range(4):
         copy_as(sample_images[i], daemon_env.drop / f"o{i}.png")
     daemon = make_daemon(daemon_env)
@@ -192,16 +201,55 @@ def test_gpu_out_of_memory_halves_the_batch_then_moves_to_cpu(daemon_env: Daemon
     real_score = ProductModel.score_images
     sizes: list[int] = []
 
-    def out_of_memory_above_one(self, images, names=None, watch=None):
+    def out_of_memory_above_two(self, images, names=None, watch=None):
         sizes.append(len(images))
-        if len(images) > 1:
+        if len(images) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_score(self, images, names, watch)
 
-    monkeypatch.setattr(ProductModel, "score_images", out_of_memory_above_one)
+    monkeypatch.setattr(ProductModel, "score_images", out_of_memory_above_two)
     drain(daemon)
-    assert sizes[:3] == [4, 2, 1]
-    assert len(daemon.db.query_results()) == 4
+    assert sizes == [4, 2, 2]
+    for i in range(4, 8):  # the next images: batches of two straight away, no failed attempt first
+        copy_as(sample_images[i], daemon_env.drop / f"o{i}.png")
+    intake_all(daemon)
+    drain(daemon)
+    assert sizes == [4, 2, 2, 2, 2]
+    assert len(daemon.db.query_results()) == 8
+    fallback = [line for line in _status_lines(daemon, capsys) if line.startswith("GPU FALLBACK")]
+    assert len(fallback) == 1 and f"GPU FALLBACK {PRODUCT}" in fallback[0]
+    assert "batches of at most 2 image(s) on the GPU" in fallback[0]
+
+
+def test_gpu_out_of_memory_on_one_image_moves_the_product_to_the_cpu(
+        daemon_env: DaemonEnv, sample_images: list[Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    for i in range(6):
+        copy_as(sample_images[i], daemon_env.drop / f"g{i}.png")
+    daemon = make_daemon(daemon_env)
+    intake_all(daemon)
+    real_score = ProductModel.score_images
+    gpu_model = daemon.worker.models.get(PRODUCT)  # stands in for the model on the GPU: it never fits
+    gpu_model.settings = dataclasses.replace(gpu_model.settings, batch_size=2)  # a claim of several batches
+    calls: list[tuple[str, int]] = []
+
+    def out_of_memory_on_the_gpu(self, images, names=None, watch=None):
+        calls.append(("gpu" if self is gpu_model else "cpu", len(images)))
+        if self is gpu_model:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_score(self, images, names, watch)
+
+    monkeypatch.setattr(ProductModel, "score_images", out_of_memory_on_the_gpu)
+    drain(daemon)
+    rows = daemon.db.query_results()
+    assert len(rows) == 6 and all(r["verdict"] in ("OK", "NG") for r in rows)
+    # halved down to one image, then the move; the rest of the claim is scored on the CPU
+    # in the CPU model's own batch size, without trying the GPU again
+    assert calls == [("gpu", 2), ("gpu", 1), ("cpu", 1), ("cpu", 1), ("cpu", 4)]
+    assert daemon.worker.models.get(PRODUCT).version == gpu_model.version
+    assert daemon.worker._device_for(PRODUCT) == torch.device("cpu")
+    fallback = [line for line in _status_lines(daemon, capsys) if line.startswith("GPU FALLBACK")]
+    assert len(fallback) == 1 and "scoring on the CPU until the service restarts" in fallback[0]
 
 
 def test_a_poison_image_gets_an_error_after_max_attempts(daemon_env: DaemonEnv, sample_images: list[Path],

@@ -13,7 +13,8 @@ coresets of n/k images): a union of separate coresets covers the same patches wo
 than one coreset of them with as many rows (each covers only its own fold, and their
 rows overlap where the folds do), so the calibration images scored high against it and
 the threshold came out conservative: a false-alarm rate of 0.5-2.3 % on new good images
-at alpha 0.05 (bench/calibration.py, 40 images, three seeds). A fold's bank has as many
+at alpha 0.05 (bench/calibration.py, 40 images, three seeds; 3.5-5.3 % with one coreset,
+bench/fold_banks.py compares the two). A fold's bank has as many
 rows as the final bank (the product's coreset size of all n images), chosen from (k-1)/k
 of the images, so it stays a little sparser: new good images still tend to score
 slightly lower against the final bank than the calibration images did against theirs

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -184,11 +185,28 @@ def test_locked_database_is_retried(daemon_env: DaemonEnv, sample_images: list[P
     assert time.monotonic() - started >= 1.0  # it waited for the lock instead of failing
 
 
-def _status_lines(daemon: Daemon, capsys: pytest.CaptureFixture) -> list[str]:
-    """What `inspectd status` prints from the daemon's report as it stands now."""
+def _gpu_fallback_lines(daemon: Daemon, capsys: pytest.CaptureFixture) -> list[str]:
+    """The GPU FALLBACK lines `inspectd status` prints from the daemon's report as it stands now."""
     daemon._report("running")
     _, out, _ = run_cli(capsys, "--config", daemon.config_path, "status")
-    return out.splitlines()
+    return [line for line in out.splitlines() if line.startswith("GPU FALLBACK")]
+
+
+def _out_of_memory_when(monkeypatch: pytest.MonkeyPatch, fails: Callable[[ProductModel, int], bool]
+                        ) -> list[tuple[ProductModel, int]]:
+    """Scoring raises CUDA out-of-memory where `fails(model, batch size)`; returns the
+    calls as they happen: (model, batch size)."""
+    real_score = ProductModel.score_images
+    calls: list[tuple[ProductModel, int]] = []
+
+    def score_images(self, images, names=None, watch=None):
+        calls.append((self, len(images)))
+        if fails(self, len(images)):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_score(self, images, names, watch)
+
+    monkeypatch.setattr(ProductModel, "score_images", score_images)
+    return calls
 
 
 def test_gpu_out_of_memory_halves_the_batch_and_later_batches_stay_small(
@@ -198,25 +216,16 @@ def test_gpu_out_of_memory_halves_the_batch_and_later_batches_stay_small(
         copy_as(sample_images[i], daemon_env.drop / f"o{i}.png")
     daemon = make_daemon(daemon_env)
     intake_all(daemon)
-    real_score = ProductModel.score_images
-    sizes: list[int] = []
-
-    def out_of_memory_above_two(self, images, names=None, watch=None):
-        sizes.append(len(images))
-        if len(images) > 2:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_score(self, images, names, watch)
-
-    monkeypatch.setattr(ProductModel, "score_images", out_of_memory_above_two)
+    calls = _out_of_memory_when(monkeypatch, lambda model, size: size > 2)
     drain(daemon)
-    assert sizes == [4, 2, 2]
+    assert [size for _, size in calls] == [4, 2, 2]
     for i in range(4, 8):  # the next images: batches of two straight away, no failed attempt first
         copy_as(sample_images[i], daemon_env.drop / f"o{i}.png")
     intake_all(daemon)
     drain(daemon)
-    assert sizes == [4, 2, 2, 2, 2]
+    assert [size for _, size in calls] == [4, 2, 2, 2, 2]
     assert len(daemon.db.query_results()) == 8
-    fallback = [line for line in _status_lines(daemon, capsys) if line.startswith("GPU FALLBACK")]
+    fallback = _gpu_fallback_lines(daemon, capsys)
     assert len(fallback) == 1 and f"GPU FALLBACK {PRODUCT}" in fallback[0]
     assert "batches of at most 2 image(s) on the GPU" in fallback[0]
 
@@ -228,27 +237,19 @@ def test_gpu_out_of_memory_on_one_image_moves_the_product_to_the_cpu(
         copy_as(sample_images[i], daemon_env.drop / f"g{i}.png")
     daemon = make_daemon(daemon_env)
     intake_all(daemon)
-    real_score = ProductModel.score_images
     gpu_model = daemon.worker.models.get(PRODUCT)  # stands in for the model on the GPU: it never fits
     gpu_model.settings = dataclasses.replace(gpu_model.settings, batch_size=2)  # a claim of several batches
-    calls: list[tuple[str, int]] = []
-
-    def out_of_memory_on_the_gpu(self, images, names=None, watch=None):
-        calls.append(("gpu" if self is gpu_model else "cpu", len(images)))
-        if self is gpu_model:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_score(self, images, names, watch)
-
-    monkeypatch.setattr(ProductModel, "score_images", out_of_memory_on_the_gpu)
+    calls = _out_of_memory_when(monkeypatch, lambda model, size: model is gpu_model)
     drain(daemon)
     rows = daemon.db.query_results()
     assert len(rows) == 6 and all(r["verdict"] in ("OK", "NG") for r in rows)
     # halved down to one image, then the move; the rest of the claim is scored on the CPU
     # in the CPU model's own batch size, without trying the GPU again
-    assert calls == [("gpu", 2), ("gpu", 1), ("cpu", 1), ("cpu", 1), ("cpu", 4)]
+    assert [("gpu" if model is gpu_model else "cpu", size) for model, size in calls] == [
+        ("gpu", 2), ("gpu", 1), ("cpu", 1), ("cpu", 1), ("cpu", 4)]
     assert daemon.worker.models.get(PRODUCT).version == gpu_model.version
     assert daemon.worker._device_for(PRODUCT) == torch.device("cpu")
-    fallback = [line for line in _status_lines(daemon, capsys) if line.startswith("GPU FALLBACK")]
+    fallback = _gpu_fallback_lines(daemon, capsys)
     assert len(fallback) == 1 and "scoring on the CPU until the service restarts" in fallback[0]
 
 

@@ -61,16 +61,24 @@ def scores_of(model: ProductModel, paths: list[Path]) -> np.ndarray:
     return np.array([r.score for r in model.score_images([model.read(p)[1] for p in paths])])
 
 
-def reference_auroc(model: ProductModel, train: list[Path], test: list[Path], labels: np.ndarray) -> float:
-    """A bank from every training image's features, built here and not by enroll."""
-    feats = torch.cat([model.features([model.read(p)[1] for p in train[i:i + 16]]) for i in range(0, len(train), 16)])
-    pool = feats.reshape(-1, feats.shape[-1])
-    bank = select_bank(pool, pool.shape[0], model.settings, model.device, lambda *a: None)
+def features_of(model: ProductModel, paths: list[Path]) -> torch.Tensor:
+    """The model's patch features of the images, 16 at a time."""
+    return torch.cat([model.features([model.read(p)[1] for p in paths[i:i + 16]]) for i in range(0, len(paths), 16)])
+
+
+def scorer_for(model: ProductModel, bank: torch.Tensor) -> Scorer:
+    """A scorer with the model's settings against a bank built outside enroll."""
     index = BankIndex(bank, search_dim=model.settings.search_dim, candidates=model.settings.search_candidates,
                       mode=model.settings.search)
-    scorer = Scorer(index, model.settings, model.input_hw)
-    test_feats = torch.cat([model.features([model.read(p)[1] for p in test[i:i + 16]]) for i in range(0, len(test), 16)])
-    return image_auroc(labels, scorer.image_scores(test_feats))
+    return Scorer(index, model.settings, model.input_hw)
+
+
+def reference_auroc(model: ProductModel, train: list[Path], test: list[Path], labels: np.ndarray) -> float:
+    """A bank from every training image's features, built here and not by enroll."""
+    feats = features_of(model, train)
+    pool = feats.reshape(-1, feats.shape[-1])
+    bank = select_bank(pool, pool.shape[0], model.settings, model.device, lambda *a: None)
+    return image_auroc(labels, scorer_for(model, bank).image_scores(features_of(model, test)))
 
 
 def run_case(args: argparse.Namespace, category: str, n_good: int, seed: int, workdir: Path) -> dict:

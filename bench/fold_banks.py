@@ -27,15 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration import SOURCE_HW, settings_for  # noqa: E402
+from calibration import SOURCE_HW, features_of, scorer_for, settings_for  # noqa: E402
 from inspectd.bank import select_bank  # noqa: E402
 from inspectd.calibration import conformal_threshold  # noqa: E402
 from inspectd.config import Config  # noqa: E402
 from inspectd.crossfit import fold_of_images  # noqa: E402
 from inspectd.enroll import enroll  # noqa: E402
 from inspectd.model import ProductModel  # noqa: E402
-from inspectd.scorer import Scorer  # noqa: E402
-from inspectd.search import BankIndex  # noqa: E402
 from inspectd.store import ModelStore  # noqa: E402
 from inspectd.synthetic import generate_images  # noqa: E402
 
@@ -58,10 +56,7 @@ def main() -> int:
     model = ProductModel.load(ModelStore(folder / "models"), "p")
     settings = model.settings
 
-    def features(paths: list[Path]) -> torch.Tensor:
-        return torch.cat([model.features([model.read(p)[1] for p in paths[i:i + 16]]) for i in range(0, len(paths), 16)])
-
-    good, new = features(sorted(train)), features(sorted(unseen))
+    good, new = features_of(model, sorted(train)), features_of(model, sorted(unseen))
 
     def coreset(images: np.ndarray, scale: float = 1.0) -> torch.Tensor:
         pool = good[images].reshape(-1, good.shape[-1])
@@ -69,9 +64,7 @@ def main() -> int:
         return select_bank(pool, pool.shape[0], scaled, model.device, lambda *a: None)
 
     def scores(bank: torch.Tensor, feats: torch.Tensor) -> np.ndarray:
-        index = BankIndex(bank, search_dim=settings.search_dim, candidates=settings.search_candidates,
-                          mode=settings.search)
-        return Scorer(index, settings, model.input_hw).image_scores(feats)
+        return scorer_for(model, bank).image_scores(feats)
 
     fold = fold_of_images(args.n, args.folds, settings.seed)
     labels, eq = np.unique(fold), args.folds / (args.folds - 1)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .config import ProductSettings
-from .coreset import coreset_size, select_coreset
+from .coreset import Coreset, coreset_size
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -21,6 +21,7 @@ class ImageRows:
 
     def __init__(self, features: torch.Tensor, images: np.ndarray):
         self.images = np.asarray(images, dtype=np.int64)
+        self._features = features
         n, h, w, d = features.shape
         self.per_image = h * w
         self._flat = features.reshape(n, self.per_image, d)
@@ -28,6 +29,13 @@ class ImageRows:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def of_images(self, members: np.ndarray) -> tuple["ImageRows", np.ndarray]:
+        """The rows of some of these images (`members`, sorted positions in
+        `self.images`), and the indices of those rows in this matrix."""
+        members = np.asarray(members, dtype=np.int64)
+        rows = (members[:, None] * self.per_image + np.arange(self.per_image)).ravel()
+        return ImageRows(self._features, self.images[members]), rows
 
     def __getitem__(self, key: slice | np.ndarray | torch.Tensor) -> torch.Tensor:
         if isinstance(key, slice):
@@ -54,7 +62,28 @@ class ImageSubset:
 def select_bank(pool: torch.Tensor | ImageRows, source_patches: int, settings: ProductSettings,
                 device: torch.device, progress: Progress, stage: str = "coreset") -> torch.Tensor:
     """The coreset of `pool` (float32 rows) at the product's ratio of `source_patches`."""
+    return bank_of(pool, choose_coreset(pool, source_patches, settings, device, progress, stage).indices)
+
+
+def choose_coreset(pool: torch.Tensor | ImageRows, source_patches: int, settings: ProductSettings,
+                   device: torch.device, progress: Progress, stage: str = "coreset",
+                   resume_at: float = 1.0) -> Coreset:
+    """The coreset selection of `pool` at the product's ratio of `source_patches`
+    (`resume_at`: Coreset.select)."""
     count = min(coreset_size(source_patches, settings.coreset_ratio, settings.coreset_count), pool.shape[0])
-    chosen = select_coreset(pool, count, projection_dim=settings.coreset_projection_dim, seed=settings.seed,
-                            device=device, progress=lambda d, t: progress(stage, d, t))
-    return pool[torch.from_numpy(np.sort(chosen))].float()
+    return Coreset.select(pool, count, projection_dim=settings.coreset_projection_dim, seed=settings.seed,
+                          device=device, progress=lambda d, t: progress(stage, d, t), resume_at=resume_at)
+
+
+def narrowed_bank(coreset: Coreset, pool: ImageRows, members: np.ndarray, count: int, progress: Progress,
+                  stage: str) -> torch.Tensor:
+    """A bank of `count` rows from the images `members` of `pool` only, warm-started
+    from `coreset` (chosen from all of `pool`): its rows of those images, topped up by
+    the greedy rule."""
+    subset, rows = pool.of_images(members)
+    return bank_of(subset, coreset.narrowed(subset, rows, count, lambda d, t: progress(stage, d, t)))
+
+
+def bank_of(pool: torch.Tensor | ImageRows, indices: np.ndarray) -> torch.Tensor:
+    """The selected rows of `pool` in pool order, float32."""
+    return pool[torch.from_numpy(np.sort(indices))].float()

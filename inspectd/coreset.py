@@ -16,7 +16,9 @@ Two exact implementations of the same greedy rule:
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -33,17 +35,20 @@ def coreset_size(n_points: int, ratio: float, count: int | None) -> int:
 
 
 def project(features: torch.Tensor | np.ndarray, dim: int, seed: int, device: torch.device,
-            chunk: int = 65536) -> torch.Tensor:
-    """Random Gaussian projection (N, D) -> (N, dim) float32 on `device`, in chunks so
-    that a float16 or memory-mapped feature store is never copied whole."""
-    n, d = features.shape
+            chunk: int = 65536, rows: range | None = None) -> torch.Tensor:
+    """Random Gaussian projection (N, D) -> (N, dim) float32 on `device` of `rows` (all
+    by default), in chunks so that a float16, memory-mapped or gathered (ImageRows)
+    feature store is never copied whole."""
+    rows = range(features.shape[0]) if rows is None else rows
+    d = features.shape[1]
     if dim >= d:
-        return _as_tensor(features[:], device)
+        return _as_tensor(features[rows.start:rows.stop], device)
     generator = torch.Generator().manual_seed(seed)
     matrix = (torch.randn(d, dim, generator=generator) / math.sqrt(dim)).to(device)
-    out = torch.empty(n, dim, device=device)
-    for start in range(0, n, chunk):
-        out[start:start + chunk] = _as_tensor(features[start:start + chunk], device) @ matrix
+    out = torch.empty(len(rows), dim, device=device)
+    for start in range(0, len(rows), chunk):
+        block = features[rows.start + start:min(rows.start + start + chunk, rows.stop)]
+        out[start:start + chunk] = _as_tensor(block, device) @ matrix
     return out
 
 
@@ -52,41 +57,143 @@ def _as_tensor(block: torch.Tensor | np.ndarray, device: torch.device) -> torch.
     return tensor.to(device=device, dtype=torch.float32)
 
 
+@dataclass
+class Cover:
+    """The state of a greedy run: the points selected so far (indices, in selection
+    order) and each point's nearest selected point, enough to go on selecting."""
+
+    selected: np.ndarray
+    owner: torch.Tensor  # per point: position in `selected` of its nearest selected point
+    min_sq: torch.Tensor  # per point: squared distance to that point
+
+    @classmethod
+    def start(cls, points: torch.Tensor, index: int) -> "Cover":
+        return cls(np.array([index], dtype=np.int64), torch.zeros(points.shape[0], dtype=torch.long,
+                                                                  device=points.device),
+                   _sq_dist_to(points, points[index]))
+
+    def restricted(self, points: torch.Tensor, keep: np.ndarray) -> "Cover | None":
+        """This cover on the subset `keep` (sorted indices of the run's points; `points`
+        their projections) by the selected points inside it (None if there are none).
+        Points whose nearest selected point lies outside are assigned anew."""
+        inside = np.isin(self.selected, keep)
+        if not inside.any():
+            return None
+        device = points.device
+        position = torch.full((self.selected.size,), -1, dtype=torch.long, device=device)  # -1: dropped
+        position[torch.from_numpy(np.flatnonzero(inside)).to(device)] = torch.arange(int(inside.sum()), device=device)
+        selected = np.searchsorted(keep, self.selected[inside])
+        rows = torch.from_numpy(keep).to(device)
+        owner, min_sq = position[self.owner[rows]], self.min_sq[rows].clone()
+        centers = points[torch.from_numpy(selected).to(device)]
+        for block in torch.split(torch.nonzero(owner < 0).squeeze(1), 1024):
+            min_sq[block], owner[block] = torch.cdist(points[block], centers).square_().min(dim=1)
+        return Cover(selected, owner, min_sq)
+
+
 def select_coreset(features: torch.Tensor | np.ndarray, n_select: int, *, projection_dim: int = 128,
                    seed: int = 0, device: torch.device | str = "cpu", method: str = "auto",
                    max_points_per_run: int = MAX_POINTS_PER_RUN, progress: ProgressFn | None = None) -> np.ndarray:
-    """Indices of `n_select` greedy k-center points (in selection order per run).
+    """Indices of `n_select` greedy k-center points (in selection order per run)."""
+    return Coreset.select(features, n_select, projection_dim=projection_dim, seed=seed, device=device,
+                          method=method, max_points_per_run=max_points_per_run, progress=progress).indices
+
+
+@dataclass
+class _Run:
+    start: int  # first pool row
+    stop: int
+    selected: np.ndarray  # indices into the run, selection order
+    resume: Cover  # the state after the first share of `selected`, where a narrowed selection resumes
+
+
+@dataclass
+class Coreset:
+    """A greedy k-center coreset of a pool, run by run, that can be narrowed to a subset
+    of the pool's rows without starting over (cross-fitting's fold banks).
 
     Greedy k-center costs about N x n_select. Above `max_points_per_run` points the
     features are cut into contiguous runs (groups of images) and each run contributes
     its share of the coreset: k-center coresets compose, so the union covers the
     whole set, and the cost grows linearly with the number of images instead.
     """
-    if method not in ("auto", "dense", "pruned"):
-        raise ValueError(f"unknown coreset method {method!r}")
-    device = torch.device(device)
-    n = features.shape[0]
+
+    runs: list[_Run]
+    projection_dim: int
+    seed: int
+    device: torch.device
+    method: str
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.concatenate([run.start + run.selected for run in self.runs])
+
+    @classmethod
+    def select(cls, features: torch.Tensor | np.ndarray, n_select: int, *, projection_dim: int = 128, seed: int = 0,
+               device: torch.device | str = "cpu", method: str = "auto", max_points_per_run: int = MAX_POINTS_PER_RUN,
+               progress: ProgressFn | None = None, resume_at: float = 1.0) -> "Coreset":
+        """The greedy selection; `resume_at` is the share of each run's selection after
+        which `narrowed` resumes (its state there is kept; 0: from the first point)."""
+        if method not in ("auto", "dense", "pruned"):
+            raise ValueError(f"unknown coreset method {method!r}")
+        device = torch.device(device)
+        if method == "auto":
+            method = "dense" if device.type == "cuda" else "pruned"
+        n = features.shape[0]
+        bounds = np.linspace(0, n, max(1, math.ceil(n / max_points_per_run)) + 1).round().astype(int)
+        runs = []
+        for run, (lo, hi), share in zip(itertools.count(), zip(bounds[:-1], bounds[1:]),
+                                        _shares(np.diff(bounds), n_select)):
+            points = project(features, projection_dim, seed, device, rows=range(lo, hi))
+            first = int(np.random.default_rng(seed + run).integers(points.shape[0]))
+            shown = (lambda done, total, share=share: progress(done, share)) if progress else None
+            resume = _extend(points, Cover.start(points, first), max(1, round(resume_at * share)), method, shown)
+            selected = _extend(points, resume, share, method, progress).selected
+            runs.append(_Run(int(lo), int(hi), selected, resume))
+        return cls(runs, projection_dim, seed, device, method)
+
+    def narrowed(self, subset: torch.Tensor | np.ndarray, keep: np.ndarray, n_select: int,
+                 progress: ProgressFn | None = None) -> np.ndarray:
+        """Indices into `subset` (the pool rows `keep`, sorted) of `n_select` points
+        selected from it alone: in each run, the greedy resumed from the selection's
+        kept state, restricted to the subset. Much cheaper than a fresh selection from
+        the subset (the early, costly greedy steps are not redone) and close to one
+        (bench/fold_banks.py measures both)."""
+        parts = [keep[(keep >= run.start) & (keep < run.stop)] - run.start for run in self.runs]
+        chosen, offset = [], 0
+        for run, rows, share in zip(self.runs, parts, _shares(np.array([rows.size for rows in parts]), n_select)):
+            if rows.size:
+                points = project(subset, self.projection_dim, self.seed, self.device,
+                                 rows=range(offset, offset + rows.size))
+                start = run.resume.restricted(points, rows)
+                if start is None:  # resumed so early that no selected point is in the subset
+                    start = Cover.start(points, int(np.random.default_rng(self.seed).integers(rows.size)))
+                selected = (start.selected[:share] if start.selected.size >= share
+                            else _extend(points, start, share, self.method, progress).selected)
+                chosen.append(offset + selected)
+            offset += rows.size
+        return np.concatenate(chosen)
+
+
+def _shares(sizes: np.ndarray, n_select: int) -> list[int]:
+    """Each run's share of `n_select`, proportional to its size, at least 1 where it
+    has points (none where it has none), summing to n_select within the points there are."""
+    n = int(sizes.sum())
     n_select = max(1, min(n, n_select))
-    runs = max(1, math.ceil(n / max_points_per_run))
-    bounds = np.linspace(0, n, runs + 1).round().astype(int)
-    chosen = []
-    done = 0
-    for run, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        share = max(1, round(n_select * (hi - lo) / n)) if run < runs - 1 else n_select - done
-        share = max(1, min(hi - lo, share))
-        points = project(features[lo:hi], projection_dim, seed, device)
-        chosen.append(lo + _greedy(points, share, seed + run, method, progress))
+    last = int(np.flatnonzero(sizes)[-1])
+    shares, done = [], 0
+    for run, size in enumerate(sizes):
+        share = max(1, round(n_select * size / n)) if run < last else n_select - done
+        share = max(1, min(int(size), share)) if size else 0
+        shares.append(share)
         done += share
-    return np.concatenate(chosen)
+    return shares
 
 
-def _greedy(points: torch.Tensor, n_select: int, seed: int, method: str, progress: ProgressFn | None) -> np.ndarray:
-    start = int(np.random.default_rng(seed).integers(points.shape[0]))
-    if method == "auto":
-        method = "dense" if points.device.type == "cuda" else "pruned"
+def _extend(points: torch.Tensor, cover: Cover, n_select: int, method: str, progress: ProgressFn | None) -> Cover:
     if method == "dense":
-        return greedy_dense(points, n_select, start, progress)
-    return greedy_pruned(points, n_select, start, progress)
+        return _extend_dense(points, cover, n_select, progress)
+    return _extend_pruned(points, cover, n_select, progress)
 
 
 def _sq_dist_to(points: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
@@ -96,39 +203,51 @@ def _sq_dist_to(points: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_dense(points: torch.Tensor, n_select: int, start: int, progress: ProgressFn | None = None) -> np.ndarray:
-    """Plain greedy k-center; the selected index stays on the device between steps."""
-    selected = torch.empty(n_select, dtype=torch.long, device=points.device)
-    selected[0] = start
-    norms = points.square().sum(dim=1)
-    min_sq = _sq_dist_to(points, points[start])
-    for step in range(1, n_select):
-        index = torch.argmax(min_sq)
-        selected[step] = index
-        # One matrix-vector product per step: ||x||^2 + ||c||^2 - 2 x.c, clamped at 0.
-        sq = (norms + norms[index] - 2.0 * (points @ points[index])).clamp_(min=0.0)
-        min_sq = torch.minimum(min_sq, sq)
-        if progress is not None and step % 1024 == 0:
-            progress(step, n_select)
-    return selected.cpu().numpy()
+    """Plain greedy k-center from `start`."""
+    return _extend_dense(points, Cover.start(points, start), n_select, progress).selected
 
 
 def greedy_pruned(points: torch.Tensor, n_select: int, start: int, progress: ProgressFn | None = None) -> np.ndarray:
     """Greedy k-center with triangle-inequality pruning (same selection as dense)."""
+    return _extend_pruned(points, Cover.start(points, start), n_select, progress).selected
+
+
+def _extend_dense(points: torch.Tensor, cover: Cover, n_select: int, progress: ProgressFn | None) -> Cover:
+    """Greedy steps until `n_select` points; the selected index stays on the device
+    between steps (no host synchronisation)."""
+    first = cover.selected.size
+    selected = torch.empty(n_select, dtype=torch.long, device=points.device)
+    selected[:first] = torch.from_numpy(cover.selected).to(points.device)
+    norms = points.square().sum(dim=1)
+    min_sq, owner = cover.min_sq.clone(), cover.owner.clone()
+    for step in range(first, n_select):
+        index = torch.argmax(min_sq)
+        selected[step] = index
+        # One matrix-vector product per step: ||x||^2 + ||c||^2 - 2 x.c, clamped at 0.
+        sq = (norms + norms[index] - 2.0 * (points @ points[index])).clamp_(min=0.0)
+        owner = torch.where(sq < min_sq, step, owner)
+        min_sq = torch.minimum(min_sq, sq)
+        if progress is not None and step % 1024 == 0:
+            progress(step, n_select)
+    return Cover(selected.cpu().numpy(), owner, min_sq)
+
+
+def _extend_pruned(points: torch.Tensor, cover: Cover, n_select: int, progress: ProgressFn | None) -> Cover:
+    """Greedy steps until `n_select` points, touching only the points that can move: a
+    point may get closer to a new center c only when d(c, c_x) < 2 d(x, c_x)."""
     n, d = points.shape
+    first = cover.selected.size
     centers = torch.empty(n_select, d, dtype=points.dtype, device=points.device)
     selected = np.empty(n_select, dtype=np.int64)
-    selected[0] = start
-    centers[0] = points[start]
-    min_sq = _sq_dist_to(points, centers[0])
-    owner = torch.zeros(n, dtype=torch.long, device=points.device)  # nearest center of each point
-    for step in range(1, n_select):
+    selected[:first] = cover.selected
+    centers[:first] = points[torch.from_numpy(cover.selected).to(points.device)]
+    min_sq, owner = cover.min_sq.clone(), cover.owner.clone()
+    for step in range(first, n_select):
         index = int(torch.argmax(min_sq))
         selected[step] = index
         center = points[index]
         centers[step] = center
-        # Squared center-to-center distances; a point x may get closer only when
-        # d(c, c_x)^2 < 4 d(x, c_x)^2.
-        center_sq = _sq_dist_to(centers[:step], center)
+        center_sq = _sq_dist_to(centers[:step], center)  # squared: the rule is d(c, c_x)^2 < 4 d(x, c_x)^2
         candidates = torch.nonzero(center_sq[owner] < 4.0 * min_sq).squeeze(1)
         if candidates.numel():
             new_sq = _sq_dist_to(points[candidates], center)
@@ -138,7 +257,7 @@ def greedy_pruned(points: torch.Tensor, n_select: int, start: int, progress: Pro
             owner[moved] = step
         if progress is not None and step % 1024 == 0:
             progress(step, n_select)
-    return selected
+    return Cover(selected, owner, min_sq)
 
 
 def covering_radius(points: torch.Tensor, selected: np.ndarray | torch.Tensor) -> float:

@@ -35,10 +35,9 @@ from . import __version__
 from .backbone import WeightsInfo
 from .calibration import Calibration, calibrate, required_good_images
 from .config import Config, ProductSettings
-from .bank import ImageRows, ImageSubset, select_bank
-from .coreset import coreset_size
+from .bank import ImageRows, ImageSubset, bank_of, choose_coreset, narrowed_bank, select_bank
 from .cost import CostEstimate, estimate
-from .crossfit import CrossFit, cross_fitted_scores, fold_of_images
+from .crossfit import FOLD_RESUME_AT, CrossFit, cross_fitted_scores, fold_of_images
 from .enrollment_images import Decoder, Images, extract, spill_folder
 from .device import resolve_device
 from .errors import ImageError, InspectdError, ModelError
@@ -280,24 +279,24 @@ def _bank_and_scores(plan: _Plan, extracted: _Extracted, gate: _Bf16Gate | None,
     if plan.layout is not None:
         banks, good_scores = _tiled_banks(new_feats, plan.layout, settings, device, progress, timings)
         return _Banks(banks, int(np.prod(new_feats.shape[:3])), good_scores, None)
-    fitted, good_scores = None, None
-    clock = time.perf_counter()
     if plan.cross_fit and plan.parent is None:
         n = new_feats.shape[0]
         if n < 2:
             raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
-        fitted = _cross_fit(new_feats, np.arange(n), fold_of_images(n, settings.calibration_folds, settings.seed),
-                            settings, plan.geometry.input_hw, device, progress, gate or (lambda parts: None))
-        good_scores = fitted.scores
-    elif plan.cross_fit:
+        fold = fold_of_images(n, settings.calibration_folds, settings.seed)
+        bank, fitted = _bank_and_fold_banks(new_feats, np.arange(n), fold, settings, plan.geometry.input_hw, device,
+                                            progress, timings, gate or (lambda fitted: None))
+        return _Banks([bank], n * new_feats.shape[1] * new_feats.shape[2], fitted.scores, fitted)
+    good_scores = None
+    if plan.cross_fit:
+        clock = time.perf_counter()
         good_scores = _parent_scores_and_new(plan.parent, [_parent_bank(plan.parent)], new_feats, settings,
                                              plan.geometry, None, device)
-    if plan.cross_fit:
         timings["cross-fitting"] = time.perf_counter() - clock
     clock = time.perf_counter()
     bank, source_patches = _choose_bank(plan.parent, new_feats, settings, device, progress)
     timings["coreset"] = time.perf_counter() - clock
-    return _Banks([bank], source_patches, good_scores, fitted)
+    return _Banks([bank], source_patches, good_scores, None)
 
 
 def _write_version(plan: _Plan, extracted: _Extracted, chosen: _Banks, calibration: Calibration,
@@ -335,27 +334,32 @@ def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: 
     return select_bank(pool, source_patches, settings, device, progress), source_patches
 
 
-def _cross_fit(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings: ProductSettings,
-               input_hw: tuple[int, int], device: torch.device, progress: Progress,
-               before_scoring: Callable[[CrossFit], None] = lambda fitted: None) -> CrossFit:
-    """One out-of-bank score for each of `rows` (images, or one region's tiles) of the
-    feature store, `fold` the fold of each (crossfit.py). `before_scoring` sees the fold
-    banks before any image is scored against them."""
-    source = rows.size * feats.shape[1] * feats.shape[2]
-    total = coreset_size(source, settings.coreset_ratio, settings.coreset_count)
+def _bank_and_fold_banks(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings: ProductSettings,
+                         input_hw: tuple[int, int], device: torch.device, progress: Progress,
+                         timings: dict[str, float], before_scoring: Callable[[CrossFit], None] = lambda fitted: None
+                         ) -> tuple[torch.Tensor, CrossFit]:
+    """The bank of `rows` (images, or one region's tiles) of the feature store, then
+    one out-of-bank score for each of them (crossfit.py), `fold` the fold of each: each
+    fold's bank the final coreset narrowed to the other folds' patches (a warm start,
+    resumed at FOLD_RESUME_AT of the greedy) with as many rows as the final bank.
+    `before_scoring` sees the fold banks before any image is scored against them."""
+    clock = time.perf_counter()
+    pool = ImageRows(feats, rows)
+    final = choose_coreset(pool, pool.shape[0], settings, device, progress, resume_at=FOLD_RESUME_AT)
+    bank = bank_of(pool, final.indices)
+    timings["coreset"] = timings.get("coreset", 0.0) + time.perf_counter() - clock
+    clock = time.perf_counter()
 
-    def select_fold_bank(members: np.ndarray) -> torch.Tensor:
-        pool = ImageRows(feats, rows[members])
-        # As many rows as the final bank, so that a fold's bank covers its images' patches
-        # as closely as the final bank covers all of them (crossfit.py).
-        fold_settings = dataclasses.replace(settings, coreset_count=total)
-        return select_bank(pool, pool.shape[0], fold_settings, device, progress, stage="calibration folds")
+    def fold_bank(members: np.ndarray) -> torch.Tensor:
+        return narrowed_bank(final, pool, members, bank.shape[0], progress, "calibration folds")
 
-    def score(bank: torch.Tensor, members: np.ndarray) -> np.ndarray:
-        scorer = make_scorer([bank], settings, input_hw, None, device)
+    def score(fold_bank: torch.Tensor, members: np.ndarray) -> np.ndarray:
+        scorer = make_scorer([fold_bank], settings, input_hw, None, device)
         return scorer.image_scores(ImageSubset(feats, rows[members]))
 
-    return cross_fitted_scores(fold, select_fold_bank, score, before_scoring)
+    fitted = cross_fitted_scores(fold, fold_bank, score, before_scoring)
+    timings["cross-fitting"] = timings.get("cross-fitting", 0.0) + time.perf_counter() - clock
+    return bank, fitted
 
 
 def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSettings, device: torch.device,
@@ -374,13 +378,10 @@ def _tiled_banks(feats: torch.Tensor, layout: TileLayout, settings: ProductSetti
     tile_scores = np.empty(n * tiles)
     banks = []
     for rows in regions:
-        clock = time.perf_counter()
-        tile_scores[rows] = _cross_fit(feats, rows, fold[rows], settings, layout.tile_hw, device, progress).scores
-        timings["cross-fitting"] = timings.get("cross-fitting", 0.0) + time.perf_counter() - clock
-        clock = time.perf_counter()
-        pool = ImageRows(feats, rows)
-        banks.append(select_bank(pool, pool.shape[0], settings, device, progress))
-        timings["coreset"] = timings.get("coreset", 0.0) + time.perf_counter() - clock
+        bank, fitted = _bank_and_fold_banks(feats, rows, fold[rows], settings, layout.tile_hw, device, progress,
+                                            timings)
+        banks.append(bank)
+        tile_scores[rows] = fitted.scores
     return banks, tile_scores.reshape(n, tiles).max(axis=1)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspectd.coreset import (covering_radius, coreset_size, greedy_dense, greedy_pruned, project,
+from inspectd.coreset import (Coreset, covering_radius, coreset_size, greedy_dense, greedy_pruned, project,
                               select_coreset)
 
 CPU = torch.device("cpu")
@@ -157,3 +157,23 @@ def test_large_sets_are_selected_in_runs_that_compose() -> None:
     assert np.all(np.histogram(runs, bins=[0, 750, 1500, 2250, 3000])[0] == 75)
     assert covering_radius(data, runs) <= 2.0 * covering_radius(data, whole)
     assert covering_radius(data, runs) < covering_radius(data, np.arange(300) * 10)
+
+
+@pytest.mark.parametrize("resume_at", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("max_points_per_run", [10_000, 700])
+def test_a_narrowed_coreset_selects_from_the_subset_alone_and_covers_it_like_a_fresh_one(
+        resume_at: float, max_points_per_run: int) -> None:
+    """Cross-fitting's fold banks: the final selection narrowed to a subset of the pool
+    picks exactly n points of the subset, and covers the subset nearly as well as a
+    fresh greedy selection from it."""
+    data = torch.from_numpy(clustered(5, n=2000, d=32, clusters=25))
+    coreset = Coreset.select(data, 200, projection_dim=32, seed=0, resume_at=resume_at,
+                             max_points_per_run=max_points_per_run)
+    keep = np.flatnonzero(np.random.default_rng(1).random(2000) < 0.8)
+    subset = data[torch.from_numpy(keep)]
+    chosen = coreset.narrowed(subset, keep, 200)
+    assert len(chosen) == 200 and len(np.unique(chosen)) == 200
+    assert chosen.min() >= 0 and chosen.max() < keep.size
+    fresh = select_coreset(subset, 200, projection_dim=32, seed=0, max_points_per_run=max_points_per_run)
+    assert covering_radius(subset, chosen) <= 1.25 * covering_radius(subset, fresh)
+    assert covering_radius(subset, chosen) < covering_radius(subset, np.arange(200) * 4)

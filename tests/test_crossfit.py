@@ -65,6 +65,7 @@ def bank_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     of every scored fold."""
     seen: dict[str, list] = {"pools": [], "sizes": [], "scored": []}
     real_score_folds, real_select = crossfit_module.score_folds, enroll_module.select_bank
+    real_choose, real_narrowed = enroll_module.choose_coreset, enroll_module.narrowed_bank
 
     def score_folds_spy(fitted, score):
         def recorded(bank, images):
@@ -72,12 +73,26 @@ def bank_spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
             return score(bank, images)
         return real_score_folds(fitted, recorded)
 
-    def select(pool, *args, **kwargs):
-        seen["pools"].append(set(pool.images.tolist()) if hasattr(pool, "images") else pool.shape[0])
+    def select(pool, *args, **kwargs):  # --add's coreset
+        seen["pools"].append(pool.shape[0])
         chosen = real_select(pool, *args, **kwargs)
         seen["sizes"].append(chosen.shape[0])
         return chosen
 
+    def choose(pool, *args, **kwargs):  # a first enrollment's final coreset
+        seen["pools"].append(pool.shape[0])
+        coreset = real_choose(pool, *args, **kwargs)
+        seen["sizes"].append(coreset.indices.size)
+        return coreset
+
+    def narrowed(coreset, pool, members, *args, **kwargs):  # a fold's bank
+        seen["pools"].append(set(pool.images[members].tolist()))
+        chosen = real_narrowed(coreset, pool, members, *args, **kwargs)
+        seen["sizes"].append(chosen.shape[0])
+        return chosen
+
+    monkeypatch.setattr(enroll_module, "choose_coreset", choose)
+    monkeypatch.setattr(enroll_module, "narrowed_bank", narrowed)
     monkeypatch.setattr(crossfit_module, "score_folds", score_folds_spy)
     monkeypatch.setattr(enroll_module, "select_bank", select)
     return seen
@@ -89,9 +104,9 @@ def test_enroll_cross_fits_and_banks_every_usable_image(tmp_path: Path, make_con
     good = copy_images(sorted((dataset / "train" / "good").glob("*.png"))[:7], tmp_path / "good")
     (good / "broken.png").write_bytes(b"")  # not usable: no part of the bank or the calibration
     report = enroll(config, "fit", good)
-    # one coreset per fold from the patches of the images outside it, each fold scored
-    # once by its own; then the final bank's coreset from the patches of all 7
-    *pools, final = bank_spy["pools"]
+    # the final bank's coreset from the patches of all 7, then one bank per fold from the
+    # patches of the images outside it (narrowed from the final one), each fold scored once by its own
+    final, *pools = bank_spy["pools"]
     assert len(pools) == 3 and all(len(pool) < 7 for pool in pools)
     assert sorted(map(sorted, bank_spy["scored"])) == sorted(sorted(set(range(7)) - pool) for pool in pools)
     assert sorted(i for pool in pools for i in set(range(7)) - pool) == list(range(7))  # the folds partition

@@ -109,11 +109,13 @@ def test_auto_enrolls_fp32_when_bf16_scores_differ_too_much(make_config, dataset
 
 def test_a_rejected_bf16_is_found_before_the_long_work(make_config, dataset: Path, cpu_with_bf16,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """The check runs on the fold coresets, before any fold is scored and before the final
-    coreset: a rejected bf16 attempt does not do that work (it is done once, in fp32)."""
+    """The check runs on the fold banks, before any fold is scored: a rejected bf16 attempt
+    costs its features, the final coreset and the fold banks (the fold banks resume the
+    final coreset's selection), not the fold scores."""
     from inspectd import crossfit as crossfit_module, enroll as enroll_module
     calls: list[tuple[str, str]] = []
-    real_score_folds, real_select = crossfit_module.score_folds, enroll_module.select_bank
+    real_score_folds = crossfit_module.score_folds
+    real_choose, real_narrowed = enroll_module.choose_coreset, enroll_module.narrowed_bank
     feature_precisions: list[str] = []
     real_extract = enroll_module.extract
 
@@ -125,19 +127,24 @@ def test_a_rejected_bf16_is_found_before_the_long_work(make_config, dataset: Pat
         calls.append(("fold scores", feature_precisions[-1]))
         return real_score_folds(fitted, score)
 
-    def select_bank(pool, *args, stage: str = "coreset", **kwargs):
-        calls.append((stage, feature_precisions[-1]))
-        return real_select(pool, *args, stage=stage, **kwargs)
+    def choose_coreset(*args, **kwargs):
+        calls.append(("coreset", feature_precisions[-1]))
+        return real_choose(*args, **kwargs)
+
+    def narrowed_bank(*args, **kwargs):
+        calls.append(("calibration folds", feature_precisions[-1]))
+        return real_narrowed(*args, **kwargs)
 
     monkeypatch.setattr(enroll_module, "extract", extract)
     monkeypatch.setattr(crossfit_module, "score_folds", score_folds)
-    monkeypatch.setattr(enroll_module, "select_bank", select_bank)
+    monkeypatch.setattr(enroll_module, "choose_coreset", choose_coreset)
+    monkeypatch.setattr(enroll_module, "narrowed_bank", narrowed_bank)
     _, store = enrolled_model(make_config, dataset, "auto", tolerance=0.0)
     assert store.open("p").metadata["precision"]["enrolled"] == "fp32"
     assert feature_precisions == ["bf16", "fp32"]
     bf16_work = [stage for stage, used in calls if used == "bf16"]
-    assert bf16_work == ["calibration folds"] * 5  # the fold coresets only
-    assert [stage for stage, used in calls if used == "fp32"] == ["calibration folds"] * 5 + ["fold scores", "coreset"]
+    assert bf16_work == ["coreset"] + ["calibration folds"] * 5  # no fold scored in bf16
+    assert [stage for stage, used in calls if used == "fp32"] == ["coreset"] + ["calibration folds"] * 5 + ["fold scores"]
 
 
 def test_held_out_calibration_checks_bf16_on_its_held_out_images(make_config, dataset: Path,

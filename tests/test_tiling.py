@@ -83,13 +83,18 @@ def test_a_tiled_product_whose_input_fits_one_tile_scores_like_the_whole_image(
 def test_per_region_enrollment_banks_each_region_from_its_own_tiles(
         tmp_path: Path, make_config, dataset: Path, eval_set, monkeypatch: pytest.MonkeyPatch) -> None:
     pools: list[np.ndarray] = []
-    real_select = enroll_module.select_bank
+    real_choose, real_narrowed = enroll_module.choose_coreset, enroll_module.narrowed_bank
 
-    def select(pool, *args, **kwargs):
+    def choose(pool, *args, **kwargs):
         pools.append(pool.images.copy())
-        return real_select(pool, *args, **kwargs)
+        return real_choose(pool, *args, **kwargs)
 
-    monkeypatch.setattr(enroll_module, "select_bank", select)
+    def narrowed(coreset, pool, members, *args, **kwargs):
+        pools.append(pool.images[members])
+        return real_narrowed(coreset, pool, members, *args, **kwargs)
+
+    monkeypatch.setattr(enroll_module, "choose_coreset", choose)
+    monkeypatch.setattr(enroll_module, "narrowed_bank", narrowed)
     _, config = make_config(defaults={"calibration_folds": 3, "tile": 64, "tile_overlap": 32,
                                       "tile_bank": "per_region"})
     good = copy_images(sorted((dataset / "train" / "good").glob("*.png"))[:6], tmp_path / "good")
@@ -98,7 +103,7 @@ def test_per_region_enrollment_banks_each_region_from_its_own_tiles(
     assert len(model.layout) == 4 and model.layout.boxes[-1] == (32, 32, 64, 64)  # 96 px input, starts 0 and 32
     sizes = model.stored.metadata["tiling"]["region_sizes"]
     assert len(sizes) == 4 and sum(sizes) == report.bank_size == model.bank_size
-    assert len(pools) == 4 * 3 + 4  # per region: three fold coresets, then its bank
+    assert len(pools) == 4 * (1 + 3)  # per region: its bank, then three fold banks
     for pool in pools:
         assert len(set((pool % 4).tolist())) == 1  # one region's tiles only
     assert report.estimate.tiles == 4 and report.estimate.bank_size == report.bank_size

@@ -67,7 +67,7 @@ def select_bank(pool: torch.Tensor | ImageRows, source_patches: int, settings: P
 
 def choose_coreset(pool: torch.Tensor | ImageRows, source_patches: int, settings: ProductSettings,
                    device: torch.device, progress: Progress, stage: str = "coreset",
-                   resume_at: float = 1.0) -> Coreset:
+                   resume_at: float | None = None) -> Coreset:
     """The coreset selection of `pool` at the product's ratio of `source_patches`
     (`resume_at`: Coreset.select)."""
     count = min(coreset_size(source_patches, settings.coreset_ratio, settings.coreset_count), pool.shape[0])

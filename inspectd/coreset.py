@@ -104,7 +104,7 @@ class _Run:
     start: int  # first pool row
     stop: int
     selected: np.ndarray  # indices into the run, selection order
-    resume: Cover  # the state after the first share of `selected`, where a narrowed selection resumes
+    resume: Cover | None  # the state after the first share of `selected`, where a narrowed selection resumes
 
 
 @dataclass
@@ -131,9 +131,10 @@ class Coreset:
     @classmethod
     def select(cls, features: torch.Tensor | np.ndarray, n_select: int, *, projection_dim: int = 128, seed: int = 0,
                device: torch.device | str = "cpu", method: str = "auto", max_points_per_run: int = MAX_POINTS_PER_RUN,
-               progress: ProgressFn | None = None, resume_at: float = 1.0) -> "Coreset":
+               progress: ProgressFn | None = None, resume_at: float | None = None) -> "Coreset":
         """The greedy selection; `resume_at` is the share of each run's selection after
-        which `narrowed` resumes (its state there is kept; 0: from the first point)."""
+        which `narrowed` resumes (its state there is kept; 0: from the first point). Without
+        it no state is kept and the selection cannot be narrowed."""
         if method not in ("auto", "dense", "pruned"):
             raise ValueError(f"unknown coreset method {method!r}")
         device = torch.device(device)
@@ -146,9 +147,11 @@ class Coreset:
                                         _shares(np.diff(bounds), n_select)):
             points = project(features, projection_dim, seed, device, rows=range(lo, hi))
             first = int(np.random.default_rng(seed + run).integers(points.shape[0]))
-            shown = (lambda done, total, share=share: progress(done, share)) if progress else None
-            resume = _extend(points, Cover.start(points, first), max(1, round(resume_at * share)), method, shown)
-            selected = _extend(points, resume, share, method, progress).selected
+            start, resume = Cover.start(points, first), None
+            if resume_at is not None:  # two legs: stop to keep the state there, then go on
+                shown = (lambda done, total, share=share: progress(done, share)) if progress else None
+                start = resume = _extend(points, start, max(1, round(resume_at * share)), method, shown)
+            selected = _extend(points, start, share, method, progress).selected
             runs.append(_Run(int(lo), int(hi), selected, resume))
         return cls(runs, projection_dim, seed, device, method)
 
@@ -159,6 +162,8 @@ class Coreset:
         kept state, restricted to the subset. Much cheaper than a fresh selection from
         the subset (the early, costly greedy steps are not redone) and close to one
         (bench/fold_banks.py measures both)."""
+        if any(run.resume is None for run in self.runs):
+            raise ValueError("this coreset was selected without resume_at: it cannot be narrowed")
         parts = [keep[(keep >= run.start) & (keep < run.stop)] - run.start for run in self.runs]
         chosen, offset = [], 0
         for run, rows, share in zip(self.runs, parts, _shares(np.array([rows.size for rows in parts]), n_select)):

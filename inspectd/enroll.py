@@ -286,7 +286,7 @@ def _bank_and_scores(plan: _Plan, extracted: _Extracted, gate: _Bf16Gate | None,
         fold = fold_of_images(n, settings.calibration_folds, settings.seed)
         bank, fitted = _bank_and_fold_banks(new_feats, np.arange(n), fold, settings, plan.geometry.input_hw, device,
                                             progress, timings, gate or (lambda fitted: None))
-        return _Banks([bank], n * new_feats.shape[1] * new_feats.shape[2], fitted.scores, fitted)
+        return _Banks([bank], int(np.prod(new_feats.shape[:3])), fitted.scores, fitted)
     good_scores = None
     if plan.cross_fit:
         clock = time.perf_counter()

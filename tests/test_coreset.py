@@ -177,3 +177,12 @@ def test_a_narrowed_coreset_selects_from_the_subset_alone_and_covers_it_like_a_f
     fresh = select_coreset(subset, 200, projection_dim=32, seed=0, max_points_per_run=max_points_per_run)
     assert covering_radius(subset, chosen) <= 1.25 * covering_radius(subset, fresh)
     assert covering_radius(subset, chosen) < covering_radius(subset, np.arange(200) * 4)
+
+
+def test_a_coreset_selected_without_a_resume_point_cannot_be_narrowed() -> None:
+    data = torch.from_numpy(clustered(6, n=500, d=16))
+    keep = np.arange(0, 500, 2)
+    with pytest.raises(ValueError, match="cannot be narrowed"):
+        Coreset.select(data, 50, projection_dim=16).narrowed(data[torch.from_numpy(keep)], keep, 50)
+    assert len(Coreset.select(data, 50, projection_dim=16, resume_at=0.5).narrowed(
+        data[torch.from_numpy(keep)], keep, 50)) == 50

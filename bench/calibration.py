@@ -11,7 +11,7 @@ For each synthetic category and good-set size, on generated images (inspectd.syn
   a bank selected here from every good image's features, independently of enroll, from
   the features as enrollment stores them (float16); beside it the same selection from
   float32 features, which shows how far the coreset's choice alone moves AUROC (the
-  greedy breaks near-ties differently when the candidates are rounded);
+  same greedy on unrounded candidates picks other points);
 - false-alarm rate on `--n-unseen` good images never seen by enrollment, at the
   default's threshold, and at a reference threshold: the conformal rank of as many
   *separate* good images scored by the default's final bank (split conformal, exact).

@@ -3,7 +3,7 @@ coreset selected from them (method.md section 2)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Hashable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from .config import ProductSettings
 from .coreset import Coreset, coreset_size
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+Chosen = TypeVar("Chosen")
 
 
 class ImageRows:
@@ -47,6 +48,37 @@ class ImageRows:
         return self._flat[image, torch.from_numpy(rows % self.per_image)]
 
 
+class Selections:
+    """The coreset selections of one enrollment, so that a second enrollment of the same
+    image files in another precision uses them instead of choosing again: auto's fp32
+    enrollment after its bf16 one failed the check. The patches are the same and their
+    features differ by rounding alone (under 1 %), so the bf16 greedy's choice is a
+    k-center coreset of the fp32 features too, and choosing again would repeat most of
+    the enrollment's work (the final coreset and every fold bank)."""
+
+    def __init__(self) -> None:
+        self._images: tuple[str, ...] | None = None
+        self._chosen: dict[Hashable, object] = {}
+        self.reused = False  # whether the current enrollment used an earlier one's selection
+
+    def of_images(self, hashes: Sequence[str]) -> "Selections":
+        """These selections for an enrollment of the files `hashes` (sha256, in order):
+        the recorded ones if they were made from the same files, else none (a file
+        changed, went or came between the two enrollments)."""
+        if tuple(hashes) != self._images:
+            self._images, self._chosen = tuple(hashes), {}
+        self.reused = False
+        return self
+
+    def recall(self, key: Hashable, choose: Callable[[], Chosen]) -> Chosen:
+        """The selection recorded under `key`, else `choose()`, recorded."""
+        if key in self._chosen:
+            self.reused = True
+        else:
+            self._chosen[key] = choose()
+        return self._chosen[key]  # type: ignore[return-value]
+
+
 class ImageSubset:
     """Some images of a feature store (N, h, w, D), sliced in batches without copying
     the others (what Scorer.image_scores reads)."""
@@ -76,12 +108,17 @@ def choose_coreset(pool: torch.Tensor | ImageRows, source_patches: int, settings
 
 
 def narrowed_bank(coreset: Coreset, pool: ImageRows, members: np.ndarray, count: int, progress: Progress,
-                  stage: str) -> torch.Tensor:
+                  stage: str, selections: Selections | None = None) -> torch.Tensor:
     """A bank of `count` rows from the images `members` of `pool` only, warm-started
     from `coreset` (chosen from all of `pool`): its rows of those images, topped up by
-    the greedy rule."""
+    the greedy rule; the selection `selections` recorded for these images if any."""
     subset, rows = pool.of_images(members)
-    return bank_of(subset, coreset.narrowed(subset, rows, count, lambda d, t: progress(stage, d, t)))
+
+    def choose() -> np.ndarray:
+        return coreset.narrowed(subset, rows, count, lambda d, t: progress(stage, d, t))
+
+    key = ("narrowed", tuple(subset.images.tolist()), count)
+    return bank_of(subset, choose() if selections is None else selections.recall(key, choose))
 
 
 def bank_of(pool: torch.Tensor | ImageRows, indices: np.ndarray) -> torch.Tensor:

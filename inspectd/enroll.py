@@ -35,7 +35,7 @@ from . import __version__
 from .backbone import WeightsInfo
 from .calibration import Calibration, calibrate, required_good_images
 from .config import Config, ProductSettings
-from .bank import ImageRows, ImageSubset, bank_of, choose_coreset, narrowed_bank, select_bank
+from .bank import ImageRows, ImageSubset, Selections, bank_of, choose_coreset, narrowed_bank, select_bank
 from .cost import CostEstimate, estimate
 from .crossfit import FOLD_RESUME_AT, CrossFit, cross_fitted_scores, fold_of_images
 from .enrollment_images import Decoder, Images, extract, spill_folder
@@ -86,14 +86,16 @@ def enroll(config: Config, product: str, good_dir: str | Path, *, bad_dir: str |
     With `add`, the new version extends `base_version` (default: the newest).
     `on_estimate` hears what the enrollment and the model will cost before the work starts.
     With precision "auto" on a bf16 CPU, a bf16 model that does not score like fp32
-    (precision_check.py) is not written: the product is enrolled in fp32 instead."""
-    started = time.perf_counter()
+    (precision_check.py) is not written: the product is enrolled in fp32 instead, with the
+    coreset and fold banks the bf16 attempt chose (bank.Selections)."""
+    started, selections = time.perf_counter(), Selections()
     try:
-        return _enroll(config, product, good_dir, bad_dir, weights, add, base_version, progress, on_estimate, None)
+        return _enroll(config, product, good_dir, bad_dir, weights, add, base_version, progress, on_estimate, None,
+                       selections)
     except Bf16Rejected as rejected:  # the fp32 enrollment logs why
         attempt = time.perf_counter() - started
         report = _enroll(config, product, good_dir, bad_dir, weights, add, base_version, progress, None,
-                         rejected.check)
+                         rejected.check, selections)
         report.timings_s["rejected_bf16_attempt"] = attempt
         return report
 
@@ -116,6 +118,7 @@ class _Plan:
     cost: CostEstimate
     checking: bool  # auto's bf16 is checked against fp32 before the model is kept
     decoder: Decoder
+    selections: Selections  # the coreset selections, kept for an fp32 enrollment after a rejected bf16 one
 
     @property
     def tiles(self) -> int:
@@ -168,8 +171,9 @@ class _Banks:
 
 class _Bf16Gate:
     """auto's bf16 check, run where the enrollment's shape allows it first: on the fold
-    banks before any fold is scored (a rejected bf16 then costs only the features and
-    the fold banks), or on the final bank when images are held out."""
+    banks before any fold is scored (no fold is scored twice, and the fp32 enrollment after
+    a rejection keeps the bf16 attempt's coreset and fold banks), or on the final bank
+    when images are held out."""
 
     def __init__(self, plan: _Plan, extracted: _Extracted, timings: dict[str, float],
                  rejected: PrecisionCheck | None):
@@ -187,10 +191,11 @@ class _Bf16Gate:
 
 def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | Path | None, weights: str | None,
             add: bool, base_version: str | None, progress: Progress | None,
-            on_estimate: Callable[[CostEstimate], None] | None, rejected: PrecisionCheck | None) -> EnrollReport:
+            on_estimate: Callable[[CostEstimate], None] | None, rejected: PrecisionCheck | None,
+            selections: Selections) -> EnrollReport:
     started = time.perf_counter()
     progress = progress or (lambda stage, done, total: None)
-    plan = _plan(config, product, good_dir, weights, add, base_version, rejected)
+    plan = _plan(config, product, good_dir, weights, add, base_version, rejected, selections)
     if on_estimate is not None:
         on_estimate(plan.cost)
     timings: dict[str, float] = {}
@@ -199,6 +204,7 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
         spill = spill_folder(plan.store, product, stack) if plan.cost.spills else None
         extracted = _extract_good(plan, good_dir, spill, progress)
         timings["features"] = time.perf_counter() - clock
+        plan.selections.of_images(extracted.kept.hashes)
         gate = _Bf16Gate(plan, extracted, timings, rejected)
         chosen = _bank_and_scores(plan, extracted, gate if plan.checking else None, progress, timings)
         clock = time.perf_counter()
@@ -219,7 +225,7 @@ def _enroll(config: Config, product: str, good_dir: str | Path, bad_dir: str | P
 
 
 def _plan(config: Config, product: str, good_dir: str | Path, weights: str | None, add: bool,
-          base_version: str | None, rejected: PrecisionCheck | None) -> _Plan:
+          base_version: str | None, rejected: PrecisionCheck | None, selections: Selections) -> _Plan:
     """Settings, backbone, geometry, tiles, precision and the cost estimate of an enrollment."""
     store = ModelStore(config.store_dir)
     device = resolve_device(config.device)
@@ -252,7 +258,7 @@ def _plan(config: Config, product: str, good_dir: str | Path, weights: str | Non
     check_paths = set(_split(paths, settings, adding=False)[1]) if checking else set()
     decoder = Decoder(geometry, config, _enrolled_hashes(parent), retain=check_paths)
     return _Plan(product, store, device, settings, parent, paths, extractor, weights_info, geometry, layout,
-                 precision, cost, checking, decoder)
+                 precision, cost, checking, decoder, selections)
 
 
 def _extract_good(plan: _Plan, good_dir: str | Path, spill: Path | None, progress: Progress) -> _Extracted:
@@ -285,7 +291,7 @@ def _bank_and_scores(plan: _Plan, extracted: _Extracted, gate: _Bf16Gate | None,
             raise InspectdError("cross-fitted calibration needs at least 2 usable good images")
         fold = fold_of_images(n, settings.calibration_folds, settings.seed)
         bank, fitted = _bank_and_fold_banks(new_feats, np.arange(n), fold, settings, plan.geometry.input_hw, device,
-                                            progress, timings, gate or (lambda fitted: None))
+                                            progress, timings, gate or (lambda fitted: None), plan.selections)
         return _Banks([bank], int(np.prod(new_feats.shape[:3])), fitted.scores, fitted)
     good_scores = None
     if plan.cross_fit:
@@ -294,7 +300,7 @@ def _bank_and_scores(plan: _Plan, extracted: _Extracted, gate: _Bf16Gate | None,
                                              plan.geometry, None, device)
         timings["cross-fitting"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    bank, source_patches = _choose_bank(plan.parent, new_feats, settings, device, progress)
+    bank, source_patches = _choose_bank(plan.parent, new_feats, settings, device, progress, plan.selections)
     timings["coreset"] = time.perf_counter() - clock
     return _Banks([bank], source_patches, good_scores, None)
 
@@ -312,7 +318,8 @@ def _write_version(plan: _Plan, extracted: _Extracted, chosen: _Banks, calibrati
                          skipped, timings, bad_count)
     metadata["precision"] = {"requested": plan.settings.precision, "enrolled": plan.precision.precision,
                              "cpu_bf16_features": list(cpu_bf16_features()), "note": plan.precision.fallback,
-                             "bf16_check": check.to_json() if check is not None else None}
+                             "bf16_check": check.to_json() if check is not None else None,
+                             "coreset_chosen_in": "bf16" if plan.selections.reused else plan.precision.precision}
     if plan.layout is not None:
         metadata["tiling"] = {"boxes": [list(box) for box in plan.layout.boxes],
                               "region_sizes": [int(b.shape[0]) for b in chosen.banks]}
@@ -328,30 +335,34 @@ def _write_version(plan: _Plan, extracted: _Extracted, chosen: _Banks, calibrati
 
 
 def _choose_bank(parent: StoredModel | None, new_feats: torch.Tensor, settings: ProductSettings,
-                 device: torch.device, progress: Progress) -> tuple[torch.Tensor, int]:
+                 device: torch.device, progress: Progress, selections: Selections) -> tuple[torch.Tensor, int]:
     """The coreset memory bank (float32) and how many patches it stands for."""
     pool, source_patches = _bank_pool(parent, new_feats)
-    return select_bank(pool, source_patches, settings, device, progress), source_patches
+    coreset = selections.recall("final", lambda: choose_coreset(pool, source_patches, settings, device, progress))
+    return bank_of(pool, coreset.indices), source_patches
 
 
 def _bank_and_fold_banks(feats: torch.Tensor, rows: np.ndarray, fold: np.ndarray, settings: ProductSettings,
                          input_hw: tuple[int, int], device: torch.device, progress: Progress,
-                         timings: dict[str, float], before_scoring: Callable[[CrossFit], None] = lambda fitted: None
-                         ) -> tuple[torch.Tensor, CrossFit]:
+                         timings: dict[str, float], before_scoring: Callable[[CrossFit], None] = lambda fitted: None,
+                         selections: Selections | None = None) -> tuple[torch.Tensor, CrossFit]:
     """The bank of `rows` (images, or one region's tiles) of the feature store, then
     one out-of-bank score for each of them (crossfit.py), `fold` the fold of each: each
     fold's bank the final coreset narrowed to the other folds' patches (a warm start,
     resumed at FOLD_RESUME_AT of the greedy) with as many rows as the final bank.
-    `before_scoring` sees the fold banks before any image is scored against them."""
+    `before_scoring` sees the fold banks before any image is scored against them; the
+    coreset and fold banks are those `selections` recorded, if any."""
     clock = time.perf_counter()
     pool = ImageRows(feats, rows)
-    final = choose_coreset(pool, pool.shape[0], settings, device, progress, resume_at=FOLD_RESUME_AT)
+    selections = selections or Selections()
+    final = selections.recall("final", lambda: choose_coreset(pool, pool.shape[0], settings, device, progress,
+                                                              resume_at=FOLD_RESUME_AT))
     bank = bank_of(pool, final.indices)
     timings["coreset"] = timings.get("coreset", 0.0) + time.perf_counter() - clock
     clock = time.perf_counter()
 
     def fold_bank(members: np.ndarray) -> torch.Tensor:
-        return narrowed_bank(final, pool, members, bank.shape[0], progress, "calibration folds")
+        return narrowed_bank(final, pool, members, bank.shape[0], progress, "calibration folds", selections)
 
     def score(fold_bank: torch.Tensor, members: np.ndarray) -> np.ndarray:
         scorer = make_scorer([fold_bank], settings, input_hw, None, device)

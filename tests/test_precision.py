@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,44 +108,80 @@ def test_auto_enrolls_fp32_when_bf16_scores_differ_too_much(make_config, dataset
     assert ProductModel.load(store, "p").precision == "fp32"
 
 
-def test_a_rejected_bf16_is_found_before_the_long_work(make_config, dataset: Path, cpu_with_bf16,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The check runs on the fold banks, before any fold is scored: a rejected bf16 attempt
-    costs its features, the final coreset and the fold banks (the fold banks resume the
-    final coreset's selection), not the fold scores."""
-    from inspectd import crossfit as crossfit_module, enroll as enroll_module
-    calls: list[tuple[str, str]] = []
-    real_score_folds = crossfit_module.score_folds
-    real_choose, real_narrowed = enroll_module.choose_coreset, enroll_module.narrowed_bank
-    feature_precisions: list[str] = []
-    real_extract = enroll_module.extract
+@pytest.fixture
+def enrollment_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """(stage, precision of the features it worked on) for every feature extraction,
+    greedy selection (final coreset, fold bank), final bank gathered and fold scored."""
+    from inspectd import coreset as coreset_module, crossfit as crossfit_module, enroll as enroll_module
+    calls: list[tuple[str, object]] = []
+    precisions: list[str] = []
 
-    def extract(extractor, decoder, paths, batch_size, precision_name, *args, **kwargs):
-        feature_precisions.append(precision_name)
-        return real_extract(extractor, decoder, paths, batch_size, precision_name, *args, **kwargs)
+    def spy(module, name: str, stage: str, record=lambda *args: None):
+        real = getattr(module, name)
 
-    def score_folds(fitted, score):
-        calls.append(("fold scores", feature_precisions[-1]))
-        return real_score_folds(fitted, score)
+        def wrapper(*args, **kwargs):
+            if stage == "features":
+                precisions.append(args[4])
+            calls.append((stage, precisions[-1], record(*args)))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
 
-    def choose_coreset(*args, **kwargs):
-        calls.append(("coreset", feature_precisions[-1]))
-        return real_choose(*args, **kwargs)
+    spy(enroll_module, "extract", "features")
+    spy(coreset_module.Coreset, "select", "coreset")
+    spy(coreset_module.Coreset, "narrowed", "fold bank")
+    spy(crossfit_module, "score_folds", "fold scores")
+    spy(enroll_module, "bank_of", "final bank", lambda pool, indices: np.sort(indices).tolist())
+    return calls
 
-    def narrowed_bank(*args, **kwargs):
-        calls.append(("calibration folds", feature_precisions[-1]))
-        return real_narrowed(*args, **kwargs)
 
-    monkeypatch.setattr(enroll_module, "extract", extract)
-    monkeypatch.setattr(crossfit_module, "score_folds", score_folds)
-    monkeypatch.setattr(enroll_module, "choose_coreset", choose_coreset)
-    monkeypatch.setattr(enroll_module, "narrowed_bank", narrowed_bank)
+def test_a_rejected_bf16_is_found_before_the_long_work_and_its_selection_is_kept(
+        make_config, dataset: Path, cpu_with_bf16, enrollment_spy: list) -> None:
+    """The check runs on the fold banks, before any fold is scored; the fp32 enrollment
+    that follows uses the coreset and fold banks the bf16 attempt chose (the same
+    patches, now with fp32 features): a rejected bf16 costs its features and the check."""
     _, store = enrolled_model(make_config, dataset, "auto", tolerance=0.0)
-    assert store.open("p").metadata["precision"]["enrolled"] == "fp32"
-    assert feature_precisions == ["bf16", "fp32"]
-    bf16_work = [stage for stage, used in calls if used == "bf16"]
-    assert bf16_work == ["coreset"] + ["calibration folds"] * 5  # no fold scored in bf16
-    assert [stage for stage, used in calls if used == "fp32"] == ["coreset"] + ["calibration folds"] * 5 + ["fold scores"]
+    meta = store.open("p").metadata["precision"]
+    assert meta["enrolled"] == "fp32" and meta["coreset_chosen_in"] == "bf16"
+    stages = [(stage, used) for stage, used, _ in enrollment_spy]
+    assert stages == ([("features", "bf16"), ("coreset", "bf16"), ("final bank", "bf16")] + [("fold bank", "bf16")] * 5
+                      + [("features", "fp32"), ("final bank", "fp32"), ("fold scores", "fp32")])
+    bf16_bank, fp32_bank = [rows for stage, _, rows in enrollment_spy if stage == "final bank"]
+    assert fp32_bank == bf16_bank  # the same patches
+    bank = np.load(store.open("p").path / "bank.npy")
+    assert bank.shape[0] == len(fp32_bank) and ProductModel.load(store, "p").precision == "fp32"
+
+
+def test_a_rejected_held_out_bf16_keeps_its_coreset(make_config, dataset: Path, cpu_with_bf16,
+                                                    enrollment_spy: list) -> None:
+    _, store = enrolled_model(make_config, dataset, "auto", tolerance=0.0, calibration_folds=0)
+    assert store.open("p").metadata["precision"]["coreset_chosen_in"] == "bf16"
+    assert [(stage, used) for stage, used, _ in enrollment_spy] == [
+        ("features", "bf16"), ("coreset", "bf16"), ("final bank", "bf16"), ("features", "fp32"), ("final bank", "fp32")]
+    assert enrollment_spy[2][2] == enrollment_spy[4][2]  # the same patches
+
+
+def test_an_enrollment_chooses_its_own_coreset_unless_bf16_was_rejected(make_config, dataset: Path,
+                                                                       cpu_with_bf16) -> None:
+    for setting, chosen_in in (("auto", "bf16"), ("fp32", "fp32")):
+        _, store = enrolled_model(make_config, dataset, setting)
+        meta = store.open("p").metadata["precision"]
+        assert meta["enrolled"] == meta["coreset_chosen_in"] == chosen_in
+
+
+def test_kept_selections_are_forgotten_when_the_good_images_change() -> None:
+    from inspectd.bank import Selections
+    selections, chosen = Selections(), []
+
+    def choose() -> np.ndarray:
+        chosen.append(len(chosen))
+        return np.array(chosen)
+
+    first = selections.of_images(["a", "b"]).recall("final", choose)
+    assert selections.of_images(["a", "b"]).recall("final", choose) is first and selections.reused
+    assert chosen == [0]
+    selections.of_images(["a", "c"])  # a file changed between the two enrollments
+    assert not selections.reused
+    assert selections.recall("final", choose) is not first and chosen == [0, 1] and not selections.reused
 
 
 def test_held_out_calibration_checks_bf16_on_its_held_out_images(make_config, dataset: Path,

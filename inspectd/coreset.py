@@ -202,17 +202,9 @@ def _extend(points: torch.Tensor, cover: Cover, n_select: int, method: str, prog
 
 
 def _sq_dist_to(points: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-    """Squared distances from every row to one center by direct differences (exact 0 for
-    the center itself): the start of a cover and the pruning rule's center distances."""
+    """Squared distances from every row to one center, computed the same way everywhere
+    so that both implementations compare identical numbers."""
     return (points - center).square().sum(dim=1)
-
-
-def _sq_dist_by_norms(rows: torch.Tensor, row_norms: torch.Tensor, center: torch.Tensor,
-                      center_norm: torch.Tensor) -> torch.Tensor:
-    """Squared distances as ||x||^2 + ||c||^2 - 2 x.c (clamped at 0) with the squared norms
-    computed once: one matrix-vector product instead of a difference, a square and a sum
-    over every row, the greedy's cost per step."""
-    return (row_norms + center_norm - 2.0 * (rows @ center)).clamp_(min=0.0)
 
 
 def greedy_dense(points: torch.Tensor, n_select: int, start: int, progress: ProgressFn | None = None) -> np.ndarray:
@@ -236,8 +228,8 @@ def _extend_dense(points: torch.Tensor, cover: Cover, n_select: int, progress: P
     for step in range(first, n_select):
         index = torch.argmax(min_sq)
         selected[step] = index
-        sq = _sq_dist_by_norms(points, norms, points[index], norms[index])
-        sq.index_fill_(0, index.view(1), 0.0)  # exactly 0, not a rounding residue: never chosen again
+        # One matrix-vector product per step: ||x||^2 + ||c||^2 - 2 x.c, clamped at 0.
+        sq = (norms + norms[index] - 2.0 * (points @ points[index])).clamp_(min=0.0)
         owner = torch.where(sq < min_sq, step, owner)
         min_sq = torch.minimum(min_sq, sq)
         if progress is not None and step % 1024 == 0:
@@ -254,7 +246,6 @@ def _extend_pruned(points: torch.Tensor, cover: Cover, n_select: int, progress: 
     selected = np.empty(n_select, dtype=np.int64)
     selected[:first] = cover.selected
     centers[:first] = points[torch.from_numpy(cover.selected).to(points.device)]
-    norms = points.square().sum(dim=1)
     min_sq, owner = cover.min_sq.clone(), cover.owner.clone()
     for step in range(first, n_select):
         index = int(torch.argmax(min_sq))
@@ -264,12 +255,11 @@ def _extend_pruned(points: torch.Tensor, cover: Cover, n_select: int, progress: 
         center_sq = _sq_dist_to(centers[:step], center)  # squared: the rule is d(c, c_x)^2 < 4 d(x, c_x)^2
         candidates = torch.nonzero(center_sq[owner] < 4.0 * min_sq).squeeze(1)
         if candidates.numel():
-            new_sq = _sq_dist_by_norms(points[candidates], norms[candidates], center, norms[index])
+            new_sq = _sq_dist_to(points[candidates], center)
             closer = new_sq < min_sq[candidates]
             moved = candidates[closer]
             min_sq[moved] = new_sq[closer]
             owner[moved] = step
-        min_sq[index] = 0.0  # exactly 0, not a rounding residue: never chosen again
         if progress is not None and step % 1024 == 0:
             progress(step, n_select)
     return Cover(selected, owner, min_sq)

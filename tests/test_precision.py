@@ -109,11 +109,12 @@ def test_auto_enrolls_fp32_when_bf16_scores_differ_too_much(make_config, dataset
 
 
 @pytest.fixture
-def enrollment_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """(stage, precision of the features it worked on) for every feature extraction,
-    greedy selection (final coreset, fold bank), final bank gathered and fold scored."""
+def enrollment_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, object]]:
+    """(stage, precision of the features it worked on, the bank's rows for "final bank")
+    for every feature extraction, greedy selection (final coreset, fold bank), final bank
+    gathered and fold scored."""
     from inspectd import coreset as coreset_module, crossfit as crossfit_module, enroll as enroll_module
-    calls: list[tuple[str, object]] = []
+    calls: list[tuple[str, str, object]] = []
     precisions: list[str] = []
 
     def spy(module, name: str, stage: str, record=lambda *args: None):

@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .backbone import RandomWeightsWarning
 from .config import Config, load_config
+from .daemon import early_stop
 from .errors import InspectdError, UsageError
 from .naming import validate_product_name
 
@@ -52,13 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_logging(level: str, debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else getattr(logging, level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    from .backbone import RandomWeightsWarning  # imports torch: not before a stop can be caught
+
     # The backbone both logs and warns about random weights; the log line is enough here.
     warnings.filterwarnings("ignore", category=RandomWeightsWarning)
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in *argv*, read without importing the subcommands."""
+    peek = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    peek.add_argument("--config")
+    peek.add_argument("command", nargs="?")
+    try:
+        return peek.parse_known_args(argv)[0].command
+    except argparse.ArgumentError:  # the real parser reports it
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if _command_in(argv) == "run":
+        early_stop.catch()  # before the subcommands import torch (seconds)
     try:
         args, unknown = build_parser().parse_known_args(argv)
         if unknown:  # name the subcommand whose options these are not

@@ -36,6 +36,7 @@ from ..errors import DatabaseError, InspectdError
 from ..plant.model_copies import shared_models
 from ..plant.reporting import Reporting
 from ..plant.offline_queue import OfflineQueue, offline_queue_path
+from . import early_stop
 from .intake import ContentCache, take_in
 from .landing import display_path, signature
 from .pauses import Pauses
@@ -97,6 +98,10 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, self._on_hup)
+        if early_stop.stop_signal():
+            log.info("received %s during start-up: stopping before taking any work", early_stop.stop_signal())
+            self.stop_requested = True
+        self.reload_requested = self.reload_requested or early_stop.reload_requested()
 
     # -- life cycle ------------------------------------------------------------------
     def run(self) -> int:
@@ -117,7 +122,8 @@ class Daemon:
         self.spool = Spool(self.config.daemon.spool_dir)
         self.worker = ScoringWorker(self.config, None, device, self.folder_of, self.cache, self.spool, self.retake,
                                     self.reporting)
-        self.worker.warm_up({folder.product for folder in self.config.watch})
+        if not self.stop_requested:
+            self.worker.warm_up({folder.product for folder in self.config.watch})
         self.watcher.start()
         sdnotify.ready()
         log.info("inspectd running on %s: %d folders, database %s", device, len(self.config.watch),

@@ -343,6 +343,9 @@ def test_sigterm_under_a_database_lock_is_bounded_and_truthful(daemon_env: Daemo
     files = [copy_as(sample_images[i % 10], daemon_env.drop / f"t_{i:02d}.png") for i in range(30)]
     daemon_env.wait_for(lambda: len(daemon_env.results()) >= 4, "scoring to start")
     holder = hold_sqlite_lock(sqlite_file(daemon_env), 60)
+    # A fast machine may record the whole burst before the lock is won: images that arrive
+    # while it is held are work in hand that cannot be recorded, whatever the speed.
+    files += [copy_as(sample_images[i % 10], daemon_env.drop / f"locked_{i:02d}.png") for i in range(4)]
     time.sleep(3)  # the batch in hand is scored, and cannot be recorded
     started = time.monotonic()
     assert daemon_env.stop(proc, timeout=60) == 0
@@ -357,7 +360,24 @@ def test_sigterm_under_a_database_lock_is_bounded_and_truthful(daemon_env: Daemo
     else:
         assert "stopped cleanly" in log
     proc = daemon_env.start()
+    daemon_env.wait_ready(count=2)
     rows = settled_db_rows(daemon_env, len(files), timeout=120)
+    assert daemon_env.stop(proc) == 0
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(f.name for f in files)
+
+
+def test_sigterm_during_start_up_stops_cleanly_and_loses_nothing(daemon_env: DaemonEnv,
+                                                                 sample_images: list[Path]) -> None:
+    """systemctl stop while the service is still loading torch and its models."""
+    files = [copy_as(sample_images[i], daemon_env.drop / f"early_{i}.png") for i in range(3)]
+    proc = daemon_env.start()
+    time.sleep(0.5)  # the interpreter runs; torch and the models are not loaded yet
+    assert daemon_env.stop(proc) == 0
+    log = daemon_env.log()
+    assert "received SIGTERM during start-up" in log and "stopped cleanly" in log
+    assert daemon_env.results() == []
+    proc = daemon_env.start()
+    rows = settled_db_rows(daemon_env, len(files))
     assert daemon_env.stop(proc) == 0
     assert sorted(Path(r["path"]).name for r in rows) == sorted(f.name for f in files)
 

@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inspectd.bank import select_bank  # noqa: E402
+from inspectd.bank import bank_of, choose_coreset  # noqa: E402
 from inspectd.calibration import FalseAlarmSpread, conformal_threshold  # noqa: E402
 from inspectd.config import Config, ProductSettings  # noqa: E402
 from inspectd.enroll import enroll  # noqa: E402
@@ -66,9 +66,11 @@ def scores_of(model: ProductModel, paths: list[Path]) -> np.ndarray:
     return np.array([r.score for r in model.score_images([model.read(p)[1] for p in paths])])
 
 
-def features_of(model: ProductModel, paths: list[Path]) -> torch.Tensor:
-    """The model's patch features of the images, 16 at a time."""
-    return torch.cat([model.features([model.read(p)[1] for p in paths[i:i + 16]]) for i in range(0, len(paths), 16)])
+def features_of(model: ProductModel, paths: list[Path], precision: str | None = None) -> torch.Tensor:
+    """(N, h, w, D) patch features of the images in `precision` (default: the model's), 16 at a time."""
+    extractor, precision = model.extractor, precision or model.precision
+    return torch.cat([extractor(extractor.to_tensor([model.read(p)[1] for p in paths[i:i + 16]]), precision)
+                      for i in range(0, len(paths), 16)])
 
 
 def scorer_for(model: ProductModel, bank: torch.Tensor) -> Scorer:
@@ -81,17 +83,21 @@ def scorer_for(model: ProductModel, bank: torch.Tensor) -> Scorer:
 def reference_aurocs(model: ProductModel, train: list[Path], test: list[Path], labels: np.ndarray
                      ) -> tuple[float, float]:
     """Image AUROC of banks from every training image's features, built here and not by
-    enroll: from the features as enrollment stores them (float16: the same engine), and
-    from float32 features (how far the coreset's choice alone moves AUROC)."""
-    pool = features_of(model, train)
-    pool = pool.reshape(-1, pool.shape[-1])
+    enroll: the same engine (the coreset chosen on the features enrollment chose it on,
+    as it stores them: float16, and bf16 ones where `auto`'s rejected bf16 attempt chose
+    it; the bank rows in the model's precision), and the coreset chosen on float32
+    features of the model's precision (how far the coreset's choice alone moves AUROC)."""
+    pool = features_of(model, train).flatten(0, 2)
+    chosen_in = model.stored.metadata["precision"].get("coreset_chosen_in", model.precision)
+    chooser = pool if chosen_in == model.precision else features_of(model, train, chosen_in).flatten(0, 2)
     test_feats = features_of(model, test)
 
-    def auroc(candidates: torch.Tensor) -> float:
-        bank = select_bank(candidates, candidates.shape[0], model.settings, model.device, lambda *a: None)
-        return image_auroc(labels, scorer_for(model, bank).image_scores(test_feats))
+    def auroc(candidates: torch.Tensor, rows_of: torch.Tensor) -> float:
+        rows = choose_coreset(candidates, candidates.shape[0], model.settings, model.device, lambda *a: None).indices
+        return image_auroc(labels, scorer_for(model, bank_of(rows_of, rows)).image_scores(test_feats))
 
-    return auroc(pool.to(torch.float16)), auroc(pool)
+    stored = pool.to(torch.float16)
+    return auroc(chooser.to(torch.float16), stored), auroc(pool, pool)
 
 
 def run_case(args: argparse.Namespace, category: str, n_good: int, seed: int, workdir: Path) -> dict:

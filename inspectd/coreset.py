@@ -9,9 +9,9 @@ Two exact implementations of the same greedy rule:
   GPU path;
 - `pruned`: the CPU path. A point can only move closer to a new center c if
   d(c, c_x) < 2 d(x, c_x), where c_x is its current nearest center (triangle
-  inequality), so each step only touches the points of nearby clusters. It selects
-  the same points as `dense` (up to rounding ties) while reading a fraction of the
-  memory.
+  inequality), so each step only reads the clusters near c and, in them, the points
+  that can move (greedy_clusters.py, compiled). It selects the same points as `dense`
+  (up to rounding ties) while reading a few thousand points per step instead of all.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from .greedy_clusters import Clusters
 
 ProgressFn = Callable[[int, int], None]
 MAX_POINTS_PER_RUN = 1 << 18  # 262,144 patches: about 330 images at 224 px
@@ -238,31 +240,15 @@ def _extend_dense(points: torch.Tensor, cover: Cover, n_select: int, progress: P
 
 
 def _extend_pruned(points: torch.Tensor, cover: Cover, n_select: int, progress: ProgressFn | None) -> Cover:
-    """Greedy steps until `n_select` points, touching only the points that can move: a
-    point may get closer to a new center c only when d(c, c_x) < 2 d(x, c_x)."""
-    n, d = points.shape
-    first = cover.selected.size
-    centers = torch.empty(n_select, d, dtype=points.dtype, device=points.device)
-    selected = np.empty(n_select, dtype=np.int64)
-    selected[:first] = cover.selected
-    centers[:first] = points[torch.from_numpy(cover.selected).to(points.device)]
-    min_sq, owner = cover.min_sq.clone(), cover.owner.clone()
-    for step in range(first, n_select):
-        index = int(torch.argmax(min_sq))
-        selected[step] = index
-        center = points[index]
-        centers[step] = center
-        center_sq = _sq_dist_to(centers[:step], center)  # squared: the rule is d(c, c_x)^2 < 4 d(x, c_x)^2
-        candidates = torch.nonzero(center_sq[owner] < 4.0 * min_sq).squeeze(1)
-        if candidates.numel():
-            new_sq = _sq_dist_to(points[candidates], center)
-            closer = new_sq < min_sq[candidates]
-            moved = candidates[closer]
-            min_sq[moved] = new_sq[closer]
-            owner[moved] = step
-        if progress is not None and step % 1024 == 0:
-            progress(step, n_select)
-    return Cover(selected, owner, min_sq)
+    """Greedy steps until `n_select` points, cluster by cluster (greedy_clusters.py):
+    only the clusters and members that the new center can take points from are read."""
+    if cover.selected.size >= n_select:
+        return cover
+    state = Clusters.of(points.detach().cpu().float().contiguous().numpy(), cover.min_sq.cpu().numpy().copy(),
+                        cover.owner.cpu().numpy().copy(), cover.selected, n_select)
+    state.extend(cover.selected.size, n_select, progress)
+    return Cover(state.selected, torch.from_numpy(state.owner).to(points.device),
+                 torch.from_numpy(state.min_sq).to(points.device))
 
 
 def covering_radius(points: torch.Tensor, selected: np.ndarray | torch.Tensor) -> float:

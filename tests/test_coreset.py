@@ -28,10 +28,11 @@ def radius_to_prefix(points: torch.Tensor, chosen: np.ndarray) -> float:
     return covering_radius(points, chosen)
 
 
+@pytest.mark.parametrize("dim", [16, 40], ids=["16-d", "40-d"])  # 40: centers tested on 16 coordinates first
 @pytest.mark.parametrize("data", [clustered(0), clustered(1, clusters=40, spread=3.0), uniform(2)],
                          ids=["clustered", "many-clusters", "uniform"])
-def test_dense_and_pruned_select_the_same_points(data: np.ndarray) -> None:
-    points = project(data, 16, seed=0, device=CPU)
+def test_dense_and_pruned_select_the_same_points(data: np.ndarray, dim: int) -> None:
+    points = project(data, dim, seed=0, device=CPU)
     dense = greedy_dense(points, 250, start=11)
     pruned = greedy_pruned(points, 250, start=11)
     assert dense[0] == pruned[0] == 11
@@ -58,6 +59,22 @@ def test_greedy_rule_and_covering_radius_property() -> None:
         chosen = points[torch.from_numpy(order[:k])]
         nxt = torch.cdist(points[order[k]][None], chosen).min().item()
         assert nxt == pytest.approx(radii[k - 1], rel=1e-5)
+
+
+def test_duplicate_points_are_covered_at_once_and_each_index_is_selected_once() -> None:
+    """Patches repeat (a saturated or blank region): once one copy is selected the others
+    are at distance 0, and asking for more points than distinct ones takes the copies
+    left, never an index twice."""
+    distinct = clustered(8, n=60, d=24)
+    data = np.concatenate([distinct, distinct[:30]])  # points 60..89 repeat points 0..29
+    points = torch.from_numpy(data)
+    order = greedy_pruned(points, 90, start=0)
+    assert sorted(order.tolist()) == list(range(90))
+    first = order[:60]
+    assert covering_radius(points, first) == 0.0  # every position is covered by then
+    assert len({tuple(row) for row in data[first]}) == 60  # by 60 different positions
+    # the plain greedy's choice, up to which copy of a point it takes
+    np.testing.assert_array_equal(data[first], data[greedy_dense(points, 60, start=0)])
 
 
 def test_dense_selects_every_point_too() -> None:

@@ -2,7 +2,7 @@
 final coreset's greedy selection (inspectd.crossfit.FOLD_RESUME_AT).
 
     python bench/fold_bank_cost.py [--images DIR] [--n-train 60] [--resume-at 0 0.5 1]
-                                   [--repeats 2] [--size 224]
+                                   [--repeats 2] [--size 224] [--precision auto]
 
 Enrolls the same good images with the default settings (wide_resnet50_2, random
 weights: none can be downloaded here) once per resume point, and once with held-out
@@ -38,13 +38,15 @@ def main() -> int:
     parser.add_argument("--resume-at", nargs="+", type=float, default=[0.0, 0.5, 1.0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--size", type=int, default=ProductSettings().size)
+    parser.add_argument("--precision", default=ProductSettings().precision, choices=("auto", "fp32", "bf16"),
+                        help="fp32 keeps figures from a bf16 CPU comparable with a CPU's without bf16")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-fold-bank-cost-") as folder:
         good = Path(folder) / "good"
         good.mkdir()
         for path in list_images(args.images)[:args.n_train]:
             shutil.copy(path, good / path.name)
-        print(f"{len(list_images(good))} images from {args.images}, size {args.size}, "
+        print(f"{len(list_images(good))} images from {args.images}, size {args.size}, precision {args.precision}, "
               f"median of {args.repeats} enrollments; random weights")
         print("fold banks | enroll total s | coreset s | cross-fitting s")
         cases = [(f"resume at {r:g}", r, {}) for r in args.resume_at] + [("held out (no folds)", None,
@@ -52,7 +54,7 @@ def main() -> int:
         for name, resume_at, changes in cases:
             if resume_at is not None:
                 enroll_module.FOLD_RESUME_AT = resume_at
-            settings = ProductSettings(weights="random", size=args.size, **changes)
+            settings = ProductSettings(weights="random", size=args.size, precision=args.precision, **changes)
             config = Config(store_dir=Path(folder) / "models", device="cpu", defaults=settings)
             timings = [enroll_module.enroll(config, "cost", good).timings_s for _ in range(args.repeats)]
             median = {key: statistics.median(t.get(key, 0.0) for t in timings)
